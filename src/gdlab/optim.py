@@ -1,0 +1,60 @@
+"""PlainSGD: gradient descent and nothing else, ``W <- W - lr * grad L(W)``."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch.optim import Optimizer
+
+
+def check_lr(lr: Any, setting: str = "optimizer.lr") -> float:
+    """Return ``lr`` as a float, or raise a ValueError naming the setting and the fix."""
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)):
+        raise ValueError(f"{setting}={lr!r} is not a number: pass a positive float, e.g. {setting}=0.1")
+    lr = float(lr)
+    if not math.isfinite(lr) or lr <= 0:
+        raise ValueError(f"{setting}={lr} must be finite and > 0: pass e.g. {setting}=0.1")
+    return lr
+
+
+class PlainSGD(Optimizer):
+    """Plain gradient descent: every parameter with a gradient moves by ``-lr * grad``.
+
+    No momentum, no weight decay, no dampening. Results are bitwise identical to
+    ``torch.optim.SGD(params, lr)``, and a step is one ``torch._foreach_add_`` call per
+    (device, dtype) bucket instead of one Python-level call per parameter tensor.
+    """
+
+    def __init__(self, params: Iterable[torch.Tensor] | Iterable[dict[str, Any]], lr: float) -> None:
+        super().__init__(params, {"lr": check_lr(lr)})
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        if "lr" in param_group:
+            param_group["lr"] = check_lr(param_group["lr"], "param_group['lr']")
+        super().add_param_group(param_group)
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """Take one step; ``closure`` (re-evaluates the loss with gradients) is optional."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            # Bucket by (device, dtype): a foreach kernel needs homogeneous lists.
+            buckets: dict[tuple[torch.device, torch.dtype], tuple[list, list]] = {}
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    raise RuntimeError("PlainSGD does not support sparse gradients; use dense parameters.")
+                params, grads = buckets.setdefault((p.device, p.dtype), ([], []))
+                params.append(p)
+                grads.append(p.grad)
+            for params, grads in buckets.values():
+                # p <- p + (-lr) * g, the same arithmetic as torch.optim.SGD's p.add_(g, alpha=-lr).
+                torch._foreach_add_(params, grads, alpha=-group["lr"])
+        return loss

@@ -1,0 +1,86 @@
+import pytest
+import torch
+
+from gdlab.data import InMemoryBatches, LinearDataModule
+
+
+def test_linear_shapes_splits_and_truth():
+    dm = LinearDataModule(n_samples=200, n_features=3, noise_std=0.0, val_fraction=0.1, test_fraction=0.2)
+    dm.setup()
+    sizes = {k: len(v[0]) for k, v in dm.splits.items()}
+    assert sizes == {"train": 140, "val": 20, "test": 40}
+    assert dm.input_shape == (3,) and dm.num_outputs == 1 and dm.task == "regression"
+    x, y = dm.splits["train"]
+    assert x.dtype == y.dtype == torch.float32 and y.shape == (140, 1)
+    truth = dm.true_params()
+    # noise_std=0: the targets are exactly X w* + b* (up to float32 rounding)
+    assert torch.allclose(y.double(), x.double() @ truth["w"].unsqueeze(1) + truth["b"], atol=1e-5)
+
+
+def test_same_seed_same_data_other_seed_other_data():
+    a, b, c = (LinearDataModule(n_samples=50, seed=s) for s in (3, 3, 4))
+    for dm in (a, b, c):
+        dm.setup()
+    assert all(torch.equal(a.splits["train"][i], b.splits["train"][i]) for i in range(2))
+    assert not torch.equal(a.splits["train"][0], c.splits["train"][0])
+
+
+def test_given_truth_is_used():
+    dm = LinearDataModule(n_samples=40, n_features=2, true_w=[2.0, -1.0], true_b=0.5)
+    assert dm.true_params()["w"].tolist() == [2.0, -1.0]
+    assert dm.true_params()["b"].item() == 0.5
+
+
+def test_batches_cover_every_sample_once_per_epoch_and_reshuffle():
+    x = torch.arange(10.0).unsqueeze(1)
+    batches = InMemoryBatches(x, x.clone(), batch_size=4, shuffle=True, seed=0)
+    assert len(batches) == 3
+    epoch0 = torch.cat([b[0] for b in batches]).squeeze(1)
+    assert sorted(epoch0.tolist()) == list(range(10))
+    assert [len(b[0]) for b in batches] == [4, 4, 2]
+    batches.set_epoch(1)
+    epoch1 = torch.cat([b[0] for b in batches]).squeeze(1)
+    assert not torch.equal(epoch0, epoch1)
+    batches.set_epoch(0)
+    assert torch.equal(
+        torch.cat([b[0] for b in batches]).squeeze(1), epoch0
+    )  # order depends on (seed, epoch) only
+    for bx, by in batches:
+        assert torch.equal(bx, by)  # inputs and targets stay paired
+
+
+def test_full_batch_is_one_batch_of_everything_in_order():
+    x = torch.arange(7.0).unsqueeze(1)
+    batches = InMemoryBatches(x, x, batch_size=None, shuffle=True)
+    (only,) = list(batches)
+    assert len(batches) == 1 and torch.equal(only[0], x)
+
+
+def test_full_batch_datamodule():
+    dm = LinearDataModule(n_samples=100, batch_size=None)
+    assert len(dm.train_dataloader()) == 1
+    ((bx, _),) = list(dm.train_dataloader())
+    assert len(bx) == 70
+
+
+@pytest.mark.parametrize("batch_size", [0, -3, 2.5, "64", True])
+def test_bad_batch_size(batch_size):
+    with pytest.raises(ValueError, match=r"data\.batch_size=.*>= 1, or null"):
+        LinearDataModule(batch_size=batch_size)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"val_fraction": 0.0}, r"data\.val_fraction=0\.0 must be strictly between 0 and 1"),
+        ({"test_fraction": 1.2}, r"data\.test_fraction=1\.2"),
+        ({"val_fraction": 0.5, "test_fraction": 0.5}, "leaves no training data"),
+        ({"n_samples": 3}, r"data\.n_samples=3 is too small"),
+        ({"n_features": 0}, r"data\.n_features=0"),
+        ({"noise_std": -1.0}, r"data\.noise_std"),
+        ({"n_features": 2, "true_w": [1.0]}, r"data\.true_w has 1 entries"),
+    ],
+)
+def test_bad_data_settings(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        LinearDataModule(**kwargs)
