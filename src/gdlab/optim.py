@@ -9,14 +9,16 @@ from typing import Any
 import torch
 from torch.optim import Optimizer
 
+from gdlab.errors import ConfigError
+
 
 def check_lr(lr: Any, setting: str = "optimizer.lr") -> float:
     """Return ``lr`` as a float, or raise a ValueError naming the setting and the fix."""
     if isinstance(lr, bool) or not isinstance(lr, (int, float)):
-        raise ValueError(f"{setting}={lr!r} is not a number: pass a positive float, e.g. {setting}=0.1")
+        raise ConfigError(f"{setting}={lr!r} is not a number: pass a positive float, e.g. {setting}=0.1")
     lr = float(lr)
     if not math.isfinite(lr) or lr <= 0:
-        raise ValueError(f"{setting}={lr} must be finite and > 0: pass e.g. {setting}=0.1")
+        raise ConfigError(f"{setting}={lr} must be finite and > 0: pass e.g. {setting}=0.1")
     return lr
 
 

@@ -45,6 +45,16 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, GDModule, L.Trainer]:
     return datamodule, module, trainer
 
 
+def run_status(trainer: L.Trainer) -> dict[str, Any]:
+    """How training ended. A callback that stops a run early (e.g. a divergence guard) says why by
+    setting ``run_status = {"status": "diverged", "step": ..., "error": "..."}``; else ``completed``."""
+    for callback in trainer.callbacks:
+        status = getattr(callback, "run_status", None)
+        if status:
+            return dict(status)
+    return {"status": "completed"}
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run one training job described by ``cfg``; return the record written to metrics.json."""
     _route_lightning_logs_to_hydra()
@@ -53,22 +63,34 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     save_config(cfg, output_dir)
     log.info("run directory: %s", output_dir.resolve())
     write_metrics(output_dir, {}, status="running")
+    metrics: dict[str, Any] = {}
+    try:
+        L.seed_everything(cfg.seed, workers=True, verbose=False)
+        datamodule, module, trainer = build(cfg)
+        if hasattr(datamodule, "true_params"):
+            truth = {k: to_number(v) for k, v in datamodule.true_params().items()}
+            log.info("true parameters of the data: %s", truth)
 
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule, module, trainer = build(cfg)
-    if hasattr(datamodule, "true_params"):
-        truth = {k: to_number(v) for k, v in datamodule.true_params().items()}
-        log.info("true parameters of the data: %s", truth)
-
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-    metrics = {k: to_number(v) for k, v in trainer.callback_metrics.items()}
-    # Test the final weights: the point where gradient descent ended, the same as last.ckpt.
-    trainer.test(module, datamodule=datamodule, verbose=True)
-    metrics.update({k: to_number(v) for k, v in trainer.callback_metrics.items()})
-    metrics.update(epoch=trainer.current_epoch, step=trainer.global_step)
-    path = write_metrics(output_dir, metrics, status="completed")
-    log.info("final metrics written to %s", path)
-    return {**metrics, "status": "completed"}
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        metrics.update({k: to_number(v) for k, v in trainer.callback_metrics.items()})
+        status = run_status(trainer)
+        if status["status"] == "completed":
+            # Test the final weights: the point where gradient descent ended, the same as last.ckpt.
+            trainer.test(module, datamodule=datamodule, verbose=True)
+            metrics.update({k: to_number(v) for k, v in trainer.callback_metrics.items()})
+        metrics.update(epoch=trainer.current_epoch, step=trainer.global_step)
+    except KeyboardInterrupt:
+        write_metrics(output_dir, metrics, status="interrupted")
+        raise
+    except Exception as err:
+        write_metrics(
+            output_dir, metrics, status="failed", error=f"{type(err).__name__}: {err}".splitlines()[0]
+        )
+        raise
+    metrics.update({k: v for k, v in status.items() if k != "status"})
+    path = write_metrics(output_dir, metrics, status=status["status"])
+    log.info("final metrics written to %s (status: %s)", path, status["status"])
+    return {**metrics, "status": status["status"]}
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")

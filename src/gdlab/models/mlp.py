@@ -7,6 +7,8 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
+from gdlab.errors import ConfigError
+
 
 def activation_class(name: str) -> type[nn.Module]:
     """The ``torch.nn`` activation class called ``name`` (e.g. ``ReLU``, ``Tanh``, ``GELU``)."""
@@ -16,7 +18,7 @@ def activation_class(name: str) -> type[nn.Module]:
         or cls.__module__ != "torch.nn.modules.activation"
     ):
         choices = "ReLU, Tanh, Sigmoid, GELU, SiLU, LeakyReLU, ELU"
-        raise ValueError(f"model.activation={name!r} is not a torch.nn activation: use one of {choices}")
+        raise ConfigError(f"model.activation={name!r} is not a torch.nn activation: use one of {choices}")
     return cls
 
 
@@ -33,7 +35,7 @@ class MLP(nn.Module):
         super().__init__()
         act = activation_class(activation)
         if any(int(h) < 1 for h in hidden_sizes):
-            raise ValueError(f"model.hidden_sizes={list(hidden_sizes)} must all be >= 1")
+            raise ConfigError(f"model.hidden_sizes={list(hidden_sizes)} must all be >= 1")
         layers: list[nn.Module] = [nn.Flatten()] if len(input_shape) > 1 else []
         width = math.prod(input_shape)
         for h in hidden_sizes:
