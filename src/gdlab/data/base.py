@@ -1,0 +1,107 @@
+"""Shared base for datamodules whose splits fit in memory as tensors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+
+from gdlab.data.batches import InMemoryBatches
+
+from gdlab.errors import ConfigError
+
+
+def check_batch_size(batch_size: Any) -> int | None:
+    """``None`` (full batch) or a positive int; anything else is a clear error."""
+    if batch_size is None:
+        return None
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(
+            f"data.batch_size={batch_size!r} must be an integer >= 1, or null for full-batch gradient descent"
+        )
+    return batch_size
+
+
+def split_sizes(n_samples: int, val_fraction: float, test_fraction: float) -> tuple[int, int, int]:
+    """Sizes of train/val/test; every split must keep at least one sample."""
+    for name, frac in (("data.val_fraction", val_fraction), ("data.test_fraction", test_fraction)):
+        if not 0.0 < frac < 1.0:
+            raise ConfigError(f"{name}={frac} must be strictly between 0 and 1, e.g. {name}=0.15")
+    if val_fraction + test_fraction >= 1.0:
+        raise ConfigError(
+            f"data.val_fraction + data.test_fraction = {val_fraction + test_fraction} leaves no training data: "
+            "keep their sum below 1"
+        )
+    n_val, n_test = round(n_samples * val_fraction), round(n_samples * test_fraction)
+    n_train = n_samples - n_val - n_test
+    if min(n_train, n_val, n_test) < 1:
+        raise ConfigError(
+            f"data.n_samples={n_samples} is too small for the splits (train={n_train}, val={n_val}, test={n_test}): "
+            "raise data.n_samples"
+        )
+    return n_train, n_val, n_test
+
+
+class InMemoryDataModule(L.LightningDataModule):
+    """A datamodule whose train/val/test splits are ``(x, y)`` tensors built once in ``setup``.
+
+    Subclasses implement :meth:`build` and set ``task``; the rest (batching, shapes the model
+    adapts to) is shared.
+    """
+
+    task: str = "regression"  # or "classification"
+
+    def __init__(
+        self,
+        batch_size: int | None = 64,
+        seed: int = 0,
+        shuffle: bool = True,
+        shuffle_seed: int = 0,
+        eval_batch_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.batch_size = check_batch_size(batch_size)
+        self.shuffle = shuffle
+        self.shuffle_seed = shuffle_seed
+        self.eval_batch_size = check_batch_size(eval_batch_size)
+        self.seed = seed
+        self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def build(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Return ``{"train": (x, y), "val": (x, y), "test": (x, y)}``."""
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        if not self.splits:  # idempotent: train.py calls it before Lightning does
+            self.splits = self.build()
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        self.setup()
+        return tuple(self.splits["train"][0].shape[1:])
+
+    @property
+    def num_outputs(self) -> int:
+        """Output size of the model: target width for regression, class count for classification."""
+        self.setup()
+        y = self.splits["train"][1]
+        return int(y.shape[1]) if y.ndim > 1 else 1
+
+    def _batches(self, split: str, train: bool) -> InMemoryBatches:
+        self.setup()
+        x, y = self.splits[split]
+        bs = self.batch_size if train else (self.eval_batch_size or self.batch_size)
+        return InMemoryBatches(x, y, batch_size=bs, shuffle=train and self.shuffle, seed=self.shuffle_seed)
+
+    def train_dataloader(self) -> InMemoryBatches:
+        return self._batches("train", train=True)
+
+    def val_dataloader(self) -> InMemoryBatches:
+        return self._batches("val", train=False)
+
+    def test_dataloader(self) -> InMemoryBatches:
+        return self._batches("test", train=False)
+
+    def predict_dataloader(self) -> InMemoryBatches:
+        return self._batches("test", train=False)
