@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 
 from gdlab.data.base import InMemoryDataModule, split_sizes
-
 from gdlab.errors import ConfigError
 
 
@@ -48,7 +47,9 @@ class LinearDataModule(InMemoryDataModule):
             raise ConfigError(f"data.noise_std={noise_std} must be >= 0")
         for name, vec in (("data.feature_scales", feature_scales), ("data.true_w", true_w)):
             if vec is not None and len(vec) != n_features:
-                raise ConfigError(f"{name} has {len(vec)} entries but data.n_features={n_features}: make them match")
+                raise ConfigError(
+                    f"{name} has {len(vec)} entries but data.n_features={n_features}: make them match"
+                )
         self.sizes = split_sizes(n_samples, val_fraction, test_fraction)
         self.n_samples, self.n_features, self.noise_std = n_samples, n_features, noise_std
         self.feature_scales, self._true_w, self._true_b = feature_scales, true_w, true_b
