@@ -7,8 +7,8 @@ from typing import Any
 import lightning as L
 import torch
 
+from gdlab.analysis import Reference, reference
 from gdlab.data.batches import InMemoryBatches
-
 from gdlab.errors import ConfigError
 
 
@@ -105,3 +105,20 @@ class InMemoryDataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> InMemoryBatches:
         return self._batches("test", train=False)
+
+    def closed_form(self, bias: bool = True) -> Reference | None:
+        """The least-squares reference of the linear model on this data's features (train split, float64):
+        ``w``, ``b``, the loss ``L*``, the Hessian's spectrum and full-batch GD's critical learning rate.
+
+        Any regression datamodule has it (polynomial features included: it is least squares on whatever
+        ``build()`` returns); ``None`` for classification. Computed once, on first use.
+        """
+        if self.task != "regression":
+            return None
+        if not hasattr(self, "_closed_form"):
+            self._closed_form: dict[bool, Reference] = {}
+        if bias not in self._closed_form:
+            self.setup()
+            x, y = self.splits["train"]
+            self._closed_form[bias] = reference(x.flatten(1), y, bias=bias)
+        return self._closed_form[bias]
