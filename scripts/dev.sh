@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One-command set-up and run: `bash scripts/dev.sh train [overrides]`, `bash scripts/dev.sh test [pytest args]`.
 # Creates .venv (once), installs torch (the CPU wheel where no NVIDIA GPU is present) and the
-# project in editable mode with its dev tools, then runs the command inside the venv.
+# project in editable mode with its dev tools and sweep plugins, then runs the command inside the venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,7 +29,8 @@ setup() {
       "$VENV/bin/python" -m pip install --quiet "$TORCH_CPU_SPEC"
     fi
   fi
-  "$VENV/bin/python" -m pip install --quiet -e ".[dev]"
+  # sweep: the Hydra plugins (optuna sweeper, joblib and submitit launchers; ~10 s more)
+  "$VENV/bin/python" -m pip install --quiet -e ".[dev,sweep]"
   touch "$stamp"
 }
 

@@ -1,0 +1,345 @@
+"""Multirun sweeps: keep going when a job fails, then summarise the sweep directory.
+
+The summary has one row per distinct configuration (the job overrides other than ``seed``), with
+the seeds folded into mean +- std of the final metrics, as ``summary.csv``, ``summary.md`` and a
+``summary.png`` plot of the final losses against the swept parameter. :class:`SweepSummary` (a Hydra
+callback, wired in ``conf/hydra/default.yaml``) writes it when a multirun ends and makes the command
+exit non-zero when a job did not complete; ``scripts/summarize_sweep.py`` rebuilds it later.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import statistics
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+log = logging.getLogger(__name__)
+
+# The same name as gdlab.results.METRICS_FILE, not imported from there: that module loads torch, and
+# rebuilding a summary (scripts/summarize_sweep.py) should start in a fraction of a second.
+METRICS_FILE = "metrics.json"
+SEED_KEY = "seed"
+# Keys that say where a job writes, not what it computes: never columns of the summary.
+PLACE_KEYS = ("paths.root", "paths.output_dir", "paths.data_dir", "ckpt_path")
+LOSS_METRICS = ("train/loss", "val/loss", "test/loss")
+SUMMARY_FILES = ("summary.csv", "summary.md", "summary.png")
+
+
+def in_multirun() -> bool:
+    """True inside a Hydra multirun job (``python train.py -m ...``)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def record_failed_job(err: BaseException) -> None:
+    """In a multirun, a failed job is logged and the sweep goes on: ``train()`` already wrote its
+    status and error line to metrics.json, and :class:`SweepSummary` sets the exit status at the end."""
+    log.error("job failed (%s: %s); the sweep goes on", type(err).__name__, err, exc_info=err)
+
+
+def _parse_value(text: str) -> Any:
+    """An override value as a number where it is one (``1e-3`` included), else the text."""
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+@dataclass
+class Job:
+    """One job directory of a sweep: its overrides (``key -> value text``) and its metrics.json."""
+
+    path: Path
+    overrides: dict[str, str]
+    record: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def status(self) -> str:
+        return str(self.record.get("status", "missing"))
+
+
+def load_jobs(sweep_dir: str | Path) -> list[Job]:
+    """Every job under ``sweep_dir``: a directory with ``.hydra/overrides.yaml`` or ``metrics.json``.
+
+    A job without metrics.json (killed before it started) has status ``missing``.
+    """
+    from omegaconf import OmegaConf
+
+    jobs = []
+
+    def job_number(path: Path) -> tuple[int, str]:
+        num = path.name.split("_")[0]
+        return (int(num) if num.isdigit() else sys.maxsize, path.name)
+
+    for path in sorted(Path(sweep_dir).iterdir(), key=job_number):
+        overrides_file = path / ".hydra" / "overrides.yaml"
+        metrics_file = path / METRICS_FILE
+        if not path.is_dir() or not (overrides_file.is_file() or metrics_file.is_file()):
+            continue
+        overrides: dict[str, str] = {}
+        if overrides_file.is_file():
+            for item in OmegaConf.load(overrides_file) or []:
+                key, _, value = str(item).partition("=")
+                overrides[key.lstrip("+~")] = value
+        record = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+        jobs.append(Job(path, overrides, record))
+    return jobs
+
+
+def _finite(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None  # non-finite values are stored as the strings "nan" / "inf"
+    return float(value) if math.isfinite(value) else None
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
+    if not values:
+        return None, None
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def _sort_key(text: str) -> tuple[int, Any]:
+    value = _parse_value(text)
+    return (0, value) if isinstance(value, (int, float)) else (1, text)
+
+
+@dataclass
+class Summary:
+    """Rows of a sweep summary: one per distinct configuration, seeds folded."""
+
+    sweep_dir: Path
+    keys: list[str]  # the overrides that differ between configurations (the table's first columns)
+    fixed: dict[str, str]  # overrides shared by every job
+    metrics: list[str]
+    rows: list[dict[str, Any]]
+    jobs: list[Job]
+
+    @property
+    def failed_jobs(self) -> list[Job]:
+        return [j for j in self.jobs if j.status != "completed"]
+
+
+def summarize(sweep_dir: str | Path, metrics: Iterable[str] | None = None) -> Summary:
+    """Group the jobs of ``sweep_dir`` by their overrides (``seed`` folded) and average their metrics.
+
+    ``metrics`` defaults to every ``train/``, ``val/`` and ``test/`` key found, losses first. Means and
+    sample standard deviations are over the seeds whose value is finite; ``n`` counts all seeds and
+    ``status`` counts how each ended (e.g. ``completed 2, diverged 1``).
+    """
+    sweep_dir = Path(sweep_dir)
+    jobs = load_jobs(sweep_dir)
+    all_keys: list[str] = []
+    for job in jobs:
+        all_keys += [k for k in job.overrides if k not in all_keys and k not in PLACE_KEYS]
+    config_keys = [k for k in all_keys if k != SEED_KEY]
+    keys = [k for k in config_keys if len({j.overrides.get(k) for j in jobs}) > 1]
+    fixed = {k: jobs[0].overrides[k] for k in config_keys if k not in keys and k in jobs[0].overrides}
+    if metrics is None:
+        found = {k for j in jobs for k in j.record if k.split("/")[0] in ("train", "val", "test")}
+        split_order = {"train": 0, "val": 1, "test": 2}
+        others = sorted(found - set(LOSS_METRICS), key=lambda m: (split_order[m.split("/")[0]], m))
+        metrics = [m for m in LOSS_METRICS if m in found] + others
+    metrics = list(metrics)
+
+    groups: dict[tuple[str, ...], list[Job]] = {}
+    for job in jobs:
+        groups.setdefault(tuple(job.overrides.get(k, "") for k in keys), []).append(job)
+    rows = []
+    for values in sorted(groups, key=lambda vs: [_sort_key(v) for v in vs]):
+        members = groups[values]
+        counts: dict[str, int] = {}
+        for job in members:
+            counts[job.status] = counts.get(job.status, 0) + 1
+        row: dict[str, Any] = dict(zip(keys, values, strict=True))
+        row["seeds"] = ",".join(j.overrides.get(SEED_KEY, "") for j in members).strip(",")
+        row["n"] = len(members)
+        row["status"] = ", ".join(f"{s} {c}" for s, c in sorted(counts.items()))
+        for metric in metrics:
+            finite = [v for v in (_finite(j.record.get(metric)) for j in members) if v is not None]
+            row[f"{metric} mean"], row[f"{metric} std"] = _mean_std(finite)
+        rows.append(row)
+    return Summary(sweep_dir, keys, fixed, metrics, rows, jobs)
+
+
+def _fmt(value: float | None) -> str:
+    return "" if value is None else f"{value:.4g}"
+
+
+def write_csv(summary: Summary, path: Path) -> Path:
+    columns = [*summary.keys, "seeds", "n", "status"]
+    columns += [f"{m} {s}" for m in summary.metrics for s in ("mean", "std")]
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        for row in summary.rows:
+            writer.writerow({c: ("" if row.get(c) is None else row.get(c)) for c in columns})
+    return path
+
+
+def markdown_table(summary: Summary) -> str:
+    """The summary as a Markdown table (metrics as ``mean ± std`` over seeds)."""
+    header = [*summary.keys, "seeds", "status", *summary.metrics]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    for row in summary.rows:
+        cells = [str(row[k]) for k in summary.keys] + [row["seeds"] or "-", row["status"]]
+        for m in summary.metrics:
+            mean, std = row[f"{m} mean"], row[f"{m} std"]
+            cells.append("-" if mean is None else _fmt(mean) + (f" ± {_fmt(std)}" if row["n"] > 1 else ""))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_markdown(summary: Summary, path: Path) -> Path:
+    fixed = ", ".join(f"`{k}={v}`" for k, v in summary.fixed.items()) or "none"
+    failed = summary.failed_jobs
+    text = [
+        f"# Sweep summary: {summary.sweep_dir.name}",
+        "",
+        f"{len(summary.jobs)} jobs, {len(summary.rows)} configurations; fixed overrides: {fixed}.",
+        "Metrics are final values, mean ± sample std over seeds (non-finite values left out).",
+        "",
+        markdown_table(summary),
+        "",
+    ]
+    if failed:
+        text += ["Jobs that did not complete:", ""]
+        text += [f"- `{j.path.name}`: {j.status}: {j.record.get('error', '')}".rstrip(": ") for j in failed]
+        text.append("")
+    path.write_text("\n".join(text))
+    return path
+
+
+def is_lr(key: str | None) -> bool:
+    return key is not None and key.split(".")[-1] in ("lr", "learning_rate")
+
+
+def _x_key(summary: Summary) -> str | None:
+    """The swept parameter on the plot's x axis: a numeric one, a learning rate first."""
+    numeric = [
+        k for k in summary.keys if all(isinstance(_parse_value(r[k]), (int, float)) for r in summary.rows)
+    ]
+    for key in numeric:
+        if is_lr(key):
+            return key
+    return (numeric or summary.keys or [None])[0]
+
+
+def plot_summary(summary: Summary, path: Path, metrics: Sequence[str] = LOSS_METRICS) -> Path | None:
+    """Final losses (mean ± std over seeds) against the swept parameter, one line per setting of the
+    other swept keys; log x for learning rates. Configurations without a finite value are marked x."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display needed
+    import matplotlib.pyplot as plt
+
+    metrics = [m for m in metrics if m in summary.metrics]
+    x_key = _x_key(summary)
+    if not metrics or not summary.rows:
+        return None
+    series_keys = [k for k in summary.keys if k != x_key]
+    categorical = x_key is None or not all(
+        isinstance(_parse_value(r[x_key]), (int, float)) for r in summary.rows
+    )
+    categories = sorted({r[x_key] for r in summary.rows}, key=_sort_key) if x_key else [""]
+
+    def x_of(row: dict[str, Any]) -> float:
+        if x_key is None:
+            return 0.0
+        return float(categories.index(row[x_key])) if categorical else float(_parse_value(row[x_key]))
+
+    log_x = not categorical and is_lr(x_key) and all(x_of(r) > 0 for r in summary.rows)
+    fig, axes = plt.subplots(
+        1, len(metrics), figsize=(4.2 * len(metrics), 3.6), squeeze=False, layout="constrained"
+    )
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        series: dict[str, list[dict[str, Any]]] = {}
+        for row in summary.rows:
+            label = ", ".join(f"{k}={row[k]}" for k in series_keys) or metric
+            series.setdefault(label, []).append(row)
+        for label, rows in series.items():
+            rows = sorted(rows, key=x_of)
+            ok = [r for r in rows if r[f"{metric} mean"] is not None]
+            line = ax.errorbar(
+                [x_of(r) for r in ok],
+                [r[f"{metric} mean"] for r in ok],
+                yerr=[r[f"{metric} std"] for r in ok],
+                marker="o",
+                capsize=3,
+                label=label,
+            )
+            bad = [x_of(r) for r in rows if r["status"] != f"completed {r['n']}"]
+            bad = [x for x in bad if x > 0 or not log_x]
+            if bad:  # some seed diverged / failed: marked at the top edge of the axes
+                style = {"ms": 9, "color": line[0].get_color(), "clip_on": False}
+                ax.plot(bad, [1.0] * len(bad), "x", transform=ax.get_xaxis_transform(), **style)
+        values = [r[f"{metric} mean"] for r in summary.rows if r[f"{metric} mean"] is not None]
+        if values and min(values) > 0 and max(values) / min(values) > 20:
+            ax.set_yscale("log")
+        if categorical:
+            ax.set_xticks(range(len(categories)), categories)
+        elif log_x:
+            ax.set_xscale("log")
+        ax.set_xlabel(x_key or "")
+        ax.set_ylabel(f"final {metric}")
+        ax.grid(True, which="both", alpha=0.3)
+    if len(series) > 1:
+        axes[0][0].legend(fontsize=7)
+    fig.suptitle(f"{summary.sweep_dir.name}: mean ± std over seeds, x = not completed", fontsize=9)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_summary(sweep_dir: str | Path, metrics: Iterable[str] | None = None) -> Summary:
+    """Write ``summary.csv``, ``summary.md`` and ``summary.png`` into ``sweep_dir``; return the summary."""
+    summary = summarize(sweep_dir, metrics)
+    if not summary.jobs:
+        return summary
+    write_csv(summary, summary.sweep_dir / "summary.csv")
+    write_markdown(summary, summary.sweep_dir / "summary.md")
+    plot_summary(summary, summary.sweep_dir / "summary.png")
+    return summary
+
+
+class SweepSummary(Callback):
+    """Hydra callback: at the end of a multirun, write the summary into the sweep directory and exit
+    with status 1 when any job did not complete (``fail_on_incomplete: false`` turns that off)."""
+
+    def __init__(self, fail_on_incomplete: bool = True) -> None:
+        self.fail_on_incomplete = fail_on_incomplete
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if not sweep_dir.is_dir():
+            return
+        summary = write_summary(sweep_dir)
+        if not summary.jobs:
+            return
+        log.info("sweep summary: %s\n%s", sweep_dir / "summary.md", markdown_table(summary))
+        failed = summary.failed_jobs
+        if failed and self.fail_on_incomplete:
+            counts: dict[str, int] = {}
+            for job in failed:
+                counts[job.status] = counts.get(job.status, 0) + 1
+            how = ", ".join(f"{c} {s}" for s, c in sorted(counts.items()))
+            print(
+                f"gdlab: {len(failed)} of {len(summary.jobs)} sweep jobs did not complete ({how}); "
+                f"see {sweep_dir / 'summary.md'}",
+                file=sys.stderr,
+            )
+            # SystemExit passes Hydra's error handler untouched: exit status 1, no traceback.
+            sys.exit(1)

@@ -1,0 +1,100 @@
+"""gdlab's hook into Hydra's start-up: Hydra imports every module under ``hydra_plugins`` before it
+composes a config, so this is where gdlab registers what its configs need from Hydra itself.
+
+- For each optional plugin of the ``sweep`` extra that is not installed (optuna sweeper, joblib and
+  submitit launchers), a stand-in config under the same name whose plugin fails with one clear line:
+  ``pip install -e '.[sweep]'``, instead of Hydra's "Could not find 'hydra/launcher/joblib'".
+- The ``gdlab_suffix`` resolver used by ``conf/hydra/default.yaml`` to name single-run directories
+  after their overrides.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Any, NoReturn
+
+from hydra.core.config_store import ConfigStore
+from hydra.plugins.launcher import Launcher
+from hydra.plugins.sweeper import Sweeper
+from omegaconf import OmegaConf
+
+# (config group, option) -> (module under hydra_plugins, pip distribution)
+OPTIONAL_PLUGINS = {
+    ("hydra/sweeper", "optuna"): ("hydra_optuna_sweeper", "hydra-optuna-sweeper"),
+    ("hydra/launcher", "joblib"): ("hydra_joblib_launcher", "hydra-joblib-launcher"),
+    ("hydra/launcher", "submitit_slurm"): ("hydra_submitit_launcher", "hydra-submitit-launcher"),
+    ("hydra/launcher", "submitit_local"): ("hydra_submitit_launcher", "hydra-submitit-launcher"),
+}
+
+
+def missing_plugin_message(group: str, option: str, distribution: str) -> str:
+    return (
+        f"{group}={option} needs the optional Hydra plugin {distribution}, which is not installed: "
+        "run `pip install -e '.[sweep]'` in the project (or `bash scripts/dev.sh setup`)"
+    )
+
+
+def _fail(options: dict[str, Any]) -> NoReturn:
+    from gdlab.errors import ConfigError
+
+    raise ConfigError(missing_plugin_message(options["group"], options["option"], options["distribution"]))
+
+
+class MissingLauncher(Launcher):
+    """Stands in for a launcher plugin that is not installed; instantiating it raises the fix."""
+
+    def __init__(self, **options: Any) -> None:
+        _fail(options)
+
+    def setup(self, **kwargs: Any) -> None:  # pragma: no cover - never constructed
+        raise NotImplementedError
+
+    def launch(self, job_overrides: Any, initial_job_idx: int) -> Any:  # pragma: no cover
+        raise NotImplementedError
+
+
+class MissingSweeper(Sweeper):
+    """Stands in for a sweeper plugin that is not installed; instantiating it raises the fix."""
+
+    def __init__(self, **options: Any) -> None:
+        _fail(options)
+
+    def setup(self, **kwargs: Any) -> None:  # pragma: no cover - never constructed
+        raise NotImplementedError
+
+    def sweep(self, arguments: Any) -> Any:  # pragma: no cover
+        raise NotImplementedError
+
+
+def register_missing_plugins(is_installed: Any = None) -> list[tuple[str, str]]:
+    """Store a stand-in for every optional plugin that ``is_installed(module)`` says is absent."""
+    if is_installed is None:
+
+        def is_installed(module: str) -> bool:
+            return importlib.util.find_spec(f"hydra_plugins.{module}") is not None
+
+    stand_ins = {"hydra/launcher": MissingLauncher, "hydra/sweeper": MissingSweeper}
+    registered = []
+    for (group, option), (module, distribution) in OPTIONAL_PLUGINS.items():
+        if is_installed(module):
+            continue
+        cls = stand_ins[group]
+        node = {
+            "_target_": f"{cls.__module__}.{cls.__qualname__}",
+            "group": group,
+            "option": option,
+            "distribution": distribution,
+        }
+        ConfigStore.instance().store(group=group, name=option, node=node, provider="gdlab")
+        registered.append((group, option))
+    return registered
+
+
+def _suffix(text: str) -> str:
+    """``_<text>`` or nothing: ``runs/<time>_model=mlp`` for a run with overrides, ``runs/<time>`` without."""
+    return f"_{text}" if text else ""
+
+
+register_missing_plugins()
+if not OmegaConf.has_resolver("gdlab_suffix"):
+    OmegaConf.register_new_resolver("gdlab_suffix", _suffix)

@@ -1,0 +1,92 @@
+"""DDP with Lightning's strategy on 2 CPU processes (gloo): per-rank shards of each global batch, one
+output directory per job, and the same final weights as a single-process run."""
+
+import json
+
+import pytest
+import torch
+
+from gdlab.data.batches import InMemoryBatches
+from gdlab.errors import ConfigError
+from gdlab.train import train
+from tests.conftest import make_cfg, run_train
+
+# 280 training samples, global batch 64: 4 full batches and one of 24, all splitting evenly over 2 ranks.
+SMALL = ("data.n_samples=400", "trainer.max_epochs=2", "optimizer.lr=0.1")
+
+
+def _batches(n=10, batch_size=4, world_size=1, rank=0, shuffle=True):
+    x = torch.arange(n, dtype=torch.float32).unsqueeze(1)
+    batches = InMemoryBatches(x, x.clone(), batch_size=batch_size, shuffle=shuffle, seed=3)
+    if world_size > 1:
+        batches.shard(rank, world_size)
+    batches.set_epoch(2)
+    return batches
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_rank_shards_make_up_the_single_process_batches(shuffle):
+    single = [xb.squeeze(1).tolist() for xb, _ in _batches(n=12, shuffle=shuffle)]
+    ranks = [
+        [xb.squeeze(1).tolist() for xb, _ in _batches(n=12, world_size=2, rank=r, shuffle=shuffle)]
+        for r in (0, 1)
+    ]
+    assert len(ranks[0]) == len(ranks[1]) == len(single) == 3  # same number of steps on every rank
+    for i, batch in enumerate(single):
+        assert ranks[0][i] + ranks[1][i] == batch  # contiguous halves of the same global batch
+        assert len(ranks[0][i]) == len(ranks[1][i]) == 2
+
+
+def test_uneven_last_batch_and_batch_size_checks(caplog):
+    # 9 samples, batch 4, 2 ranks: batches of 4, 4, 1; the last cannot give both ranks a sample
+    ranks = [[len(xb) for xb, _ in _batches(n=9, world_size=2, rank=r)] for r in (0, 1)]
+    assert ranks == [[2, 2], [2, 2]]
+    assert "skipped each epoch" in caplog.text
+    # full batch (batch_size=None) splits the whole split
+    full = [[len(xb) for xb, _ in _batches(n=10, batch_size=None, world_size=2, rank=r)] for r in (0, 1)]
+    assert full == [[5], [5]]
+    with pytest.raises(ConfigError, match=r"data.batch_size=5 .* use a multiple of 2"):
+        _batches(n=10, batch_size=5, world_size=2)
+
+
+@pytest.mark.slow
+def test_ddp_cpu_single_run_matches_a_single_process_run(tmp_path):
+    proc = run_train("trainer=ddp_cpu", f"paths.root={tmp_path / 'ddp'}", *SMALL)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run_dir,) = (tmp_path / "ddp" / "runs").iterdir()  # exactly one directory for both processes
+    assert "trainer=ddp_cpu" in run_dir.name
+    assert sorted(p.name for p in run_dir.glob("*.log")) == ["train.log", "train_ddp_process_1.log"]
+    assert len(list((run_dir / "tensorboard").glob("events.*"))) >= 1
+    assert not [p for p in (run_dir / "tensorboard").iterdir() if p.is_dir()]  # one TB run, no per-rank runs
+    ddp = json.loads((run_dir / "metrics.json").read_text())
+    assert ddp["status"] == "completed" and ddp["step"] == 2 * 5  # 5 global batches per epoch, not 2 x 5
+
+    single = train(make_cfg(tmp_path / "single", "trainer=cpu", *SMALL))
+    assert single["step"] == ddp["step"]
+    # metrics over all of val/test (every rank evaluates the whole split) and train/* reduced over ranks
+    for key in ("val/loss", "val/r2", "test/loss", "test/r2", "train/mse", "train/r2"):
+        assert ddp[key] == pytest.approx(single[key], rel=1e-4), key
+    w_ddp = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    w_one = torch.load(tmp_path / "single" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    for name in ("net.linear.weight", "net.linear.bias"):
+        # the average of two half-batch gradients is the full-batch gradient, up to float32 rounding
+        torch.testing.assert_close(w_ddp[name], w_one[name], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_ddp_cpu_multirun_one_directory_per_job(tmp_path):
+    proc = run_train("-m", "trainer=ddp_cpu", "optimizer.lr=0.01,0.1", f"paths.root={tmp_path}", *SMALL[:2])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "multirun"
+    ]  # the children wrote no runs/ of their own
+    (sweep,) = (tmp_path / "multirun").iterdir()
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
+    assert [j.name.split("_")[0] for j in jobs] == ["0", "1"]
+    for job in jobs:
+        record = json.loads((job / "metrics.json").read_text())
+        assert record["status"] == "completed" and record["step"] == 10
+        assert (job / "train_ddp_process_1.log").is_file()  # rank 1 ran in this job's directory
+    losses = [json.loads((j / "metrics.json").read_text())["val/loss"] for j in jobs]
+    assert losses[1] < losses[0]  # the jobs trained with their own lr (0.01 vs 0.1)
+    assert (sweep / "summary.md").is_file()

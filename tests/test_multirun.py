@@ -1,0 +1,235 @@
+"""Multiruns as a user runs them: failures recorded and the sweep goes on, summary, exit status, the
+real sweeper/launcher plugins, and a real TensorBoard server reading the finished sweep."""
+
+import contextlib
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from gdlab.config import CONFIG_DIR
+from tests.conftest import REPO_ROOT, run_train
+
+TINY = ("trainer.max_epochs=2", "data.n_samples=200", "callbacks=none")
+
+
+def _jobs(root: Path) -> tuple[Path, list[Path]]:
+    (sweep,) = (root / "multirun").iterdir()
+    return sweep, sorted((p for p in sweep.iterdir() if p.is_dir()), key=lambda p: int(p.name.split("_")[0]))
+
+
+@pytest.fixture(scope="module")
+def failing_sweep(tmp_path_factory):
+    """lr=-1 fails (ConfigError) for both seeds; the other four jobs must still run."""
+    root = tmp_path_factory.mktemp("sweep")
+    proc = run_train("-m", "optimizer.lr=0.01,-1,0.1", "seed=0,1", f"paths.root={root}", *TINY)
+    return proc, root
+
+
+@pytest.mark.slow
+def test_failed_jobs_are_recorded_and_the_sweep_goes_on(failing_sweep):
+    proc, root = failing_sweep
+    assert proc.returncode == 1, proc.stderr[-2000:]  # the command says something failed...
+    assert "2 of 6 sweep jobs did not complete (2 failed)" in proc.stderr
+    _, jobs = _jobs(root)
+    records = [json.loads((j / "metrics.json").read_text()) for j in jobs]
+    assert len(records) == 6  # ...after running every job
+    lrs = [j.name.split("optimizer.lr=")[1].split(",")[0] for j in jobs]
+    for lr, record in zip(lrs, records, strict=True):
+        if lr == "-1":
+            assert record["status"] == "failed"
+            assert record["error"].startswith("optimizer.lr=-1.0 must be finite and > 0")
+        else:
+            assert record["status"] == "completed" and record["val/loss"] > 0
+
+
+@pytest.mark.slow
+def test_sweep_summary_is_written_at_the_end(failing_sweep):
+    _, root = failing_sweep
+    sweep, jobs = _jobs(root)
+    md = (sweep / "summary.md").read_text()
+    assert "6 jobs, 3 configurations" in md
+    row = next(line for line in md.splitlines() if line.startswith("| 0.1 |"))
+    vals = [json.loads((j / "metrics.json").read_text())["val/loss"] for j in jobs if "lr=0.1," in j.name]
+    mean = sum(vals) / 2
+    std = abs(vals[0] - vals[1]) / 2**0.5  # sample std of two values
+    assert row.startswith("| 0.1 | 0,1 | completed 2 |") and f"{mean:.4g} ± {std:.4g}" in row
+    assert "| -1 | 0,1 | failed 2 |" in md
+    assert (sweep / "summary.csv").is_file() and (sweep / "summary.png").stat().st_size > 5000
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get(url: str, body: dict | None = None, timeout: float = 10):
+    data = None if body is None else json.dumps(body).encode()
+    headers = {"X-XSRF-Protected": "1", "Content-Type": "application/json"}  # TensorBoard wants it on POSTs
+    with urllib.request.urlopen(
+        urllib.request.Request(url, data=data, headers=headers), timeout=timeout
+    ) as r:
+        return json.loads(r.read())
+
+
+@pytest.mark.slow
+def test_tensorboard_server_shows_runs_scalars_and_hparams(failing_sweep):
+    _, root = failing_sweep
+    port = _free_port()
+    command = [sys.executable, "-m", "tensorboard.main", "--logdir", str(root)]
+    server = subprocess.Popen(
+        [*command, "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}/data"
+    try:
+        runs: list[str] = []
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and len(runs) < 6:  # bounded wait: start-up and first load
+            assert server.poll() is None, server.stderr.read()
+            with contextlib.suppress(OSError):
+                runs = _get(f"{base}/runs")
+            time.sleep(0.5)
+        # one run per job, named by what differs (the sweep overrides), not only a timestamp
+        assert len(runs) == 6 and all(r.endswith("/tensorboard") for r in runs)
+        lrs = sorted(r.split("optimizer.lr=")[1].split(",")[0] for r in runs)
+        assert lrs == ["-1", "-1", "0.01", "0.01", "0.1", "0.1"]
+        assert all("seed=" in r for r in runs)
+        tags = _get(f"{base}/plugin/scalars/tags")
+        trained = [r for r in runs if "lr=-1," not in r]
+        for run in trained:
+            assert {"train/loss", "val/loss", "test/loss", "val/r2"} <= set(tags[run])
+        experiment = _get(f"{base}/plugin/hparams/experiment", {"experimentName": ""})
+        names = {h["name"] for h in experiment["hparamInfos"]}
+        wanted = {"data", "model", "loss", "optimizer", "optimizer.lr", "data.batch_size", "seed", "status"}
+        assert wanted <= names
+        assert not any(n.startswith("config") for n in names)  # not the wall of nested config
+        metric_tags = {m["name"]["tag"] for m in experiment["metricInfos"]}
+        assert {"val/loss", "test/loss", "train/loss"} <= metric_tags
+        request = {"experimentName": "", "startIndex": 0, "sliceSize": 100, "colParams": []}
+        request["allowedStatuses"] = ["STATUS_SUCCESS", "STATUS_UNKNOWN"]
+        groups = _get(f"{base}/plugin/hparams/session_groups", request)["sessionGroups"]
+        assert len(groups) == 6
+        for group in groups:
+            (session,) = group["sessions"]
+            record = json.loads((root / session["name"]).parent.joinpath("metrics.json").read_text())
+            lr = float(session["name"].split("optimizer.lr=")[1].split(",")[0])
+            hparams = group["hparams"]
+            assert hparams["optimizer.lr"] == pytest.approx(lr)
+            assert hparams["model"] == "linear" and hparams["status"] == record["status"]
+            values = {m["name"]["tag"]: m["value"] for m in group["metricValues"]}
+            if record["status"] == "completed":
+                assert values["val/loss"] == pytest.approx(record["val/loss"], rel=1e-6)
+                assert values["test/loss"] == pytest.approx(record["test/loss"], rel=1e-6)
+            else:
+                assert lr == -1 and values == {}
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+@pytest.mark.slow
+def test_joblib_launcher_runs_jobs_in_parallel_processes(tmp_path):
+    proc = run_train(
+        "-m",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "optimizer.lr=0.01,0.1",
+        f"paths.root={tmp_path}",
+        *TINY,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Joblib.Parallel(n_jobs=2" in proc.stdout + proc.stderr
+    sweep, jobs = _jobs(tmp_path)
+    assert len(jobs) == 2 and all(
+        json.loads((j / "metrics.json").read_text())["status"] == "completed" for j in jobs
+    )
+    assert "completed 1" in (sweep / "summary.md").read_text()
+
+
+@pytest.mark.slow
+def test_optuna_search_over_lr_and_width(tmp_path):
+    proc = run_train("hparams_search=lr_optuna", "hydra.sweeper.n_trials=3", f"paths.root={tmp_path}", *TINY)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sweep, jobs = _jobs(tmp_path)  # hparams_search=lr_optuna is a multirun without -m
+    assert len(jobs) == 3
+    trials = []
+    for job in jobs:
+        record = json.loads((job / "metrics.json").read_text())
+        cfg = OmegaConf.load(job / "config.yaml")
+        assert cfg.model._target_ == "gdlab.models.MLP"
+        assert 0.001 <= cfg.optimizer.lr <= 1.0
+        assert list(cfg.model.hidden_sizes) in ([16, 16], [64, 64], [256, 256])
+        if isinstance(record["val/loss"], float):  # a trial whose loss went to nan returned None
+            trials.append((record["val/loss"], cfg.optimizer.lr))
+    best = OmegaConf.load(sweep / "optimization_results.yaml")
+    assert best.best_value == pytest.approx(min(trials)[0])
+    assert best.best_params["optimizer.lr"] == pytest.approx(min(trials)[1])
+
+
+def _compose_hydra(*overrides: str):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose("train", overrides=["paths.output_dir=/tmp/x", *overrides], return_hydra_config=True)
+
+
+@pytest.mark.parametrize(
+    ("override", "target"),
+    [
+        (
+            "hydra/launcher=submitit_slurm",
+            "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher",
+        ),
+        ("hydra/launcher=joblib", "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"),
+        ("hparams_search=lr_optuna", "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"),
+    ],
+)
+def test_plugin_configs_compose(override, target):
+    cfg = _compose_hydra(override)
+    node = cfg.hydra.sweeper if "optuna" in override else cfg.hydra.launcher
+    assert node._target_ == target
+    if "slurm" in override:
+        assert cfg.hydra.launcher.submitit_folder.endswith("/.submitit/%j")
+    if "optuna" in override:
+        assert cfg.hydra.sweeper.direction == "minimize" and cfg.optimized_metric == "val/loss"
+        assert str(cfg.hydra.sweeper.params["optimizer.lr"]) == "tag(log, interval(0.001, 1.0))"
+
+
+STAND_IN = """
+import sys
+from hydra.core.plugins import Plugins
+Plugins.instance()  # Hydra's plugin scan: the real plugins register their configs
+from hydra_plugins.gdlab_plugins import register_missing_plugins
+register_missing_plugins(is_installed=lambda module: False)  # as on a machine without the extra
+from gdlab.train import main
+sys.argv = ["train.py", *sys.argv[1:]]
+main()
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("override", ["hydra/launcher=joblib", "hparams_search=lr_optuna"])
+def test_missing_plugin_is_one_clear_line(tmp_path, override):
+    proc = subprocess.run(
+        [sys.executable, "-c", STAND_IN, "-m", override, f"paths.root={tmp_path}", *TINY],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 1
+    assert "pip install -e '.[sweep]'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "multirun").exists() or not any((tmp_path / "multirun").rglob("metrics.json"))
