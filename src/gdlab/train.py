@@ -11,6 +11,7 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from gdlab.checks import check_data_model_loss, check_network_outputs
 from gdlab.config import CONFIG_DIR, print_config, save_config
 from gdlab.module import GDModule
 from gdlab.results import to_number, write_metrics
@@ -30,7 +31,9 @@ def _route_lightning_logs_to_hydra() -> None:
 def build(cfg: DictConfig) -> tuple[L.LightningDataModule, GDModule, L.Trainer]:
     """Instantiate datamodule, module and trainer from a composed config (no training)."""
     datamodule = instantiate(cfg.data)
+    check_data_model_loss(cfg, datamodule)  # incompatible choices fail here, before anything trains
     net = instantiate(cfg.model, input_shape=datamodule.input_shape, num_outputs=datamodule.num_outputs)
+    check_network_outputs(cfg, net, datamodule)
     module = GDModule(
         net=net,
         loss_fn=instantiate(cfg.loss),

@@ -2,6 +2,19 @@
 
 from gdlab.data.base import InMemoryDataModule
 from gdlab.data.batches import InMemoryBatches
+from gdlab.data.digits import DigitsDataModule
+from gdlab.data.images import ImageDataModule
 from gdlab.data.linear import LinearDataModule
+from gdlab.data.mnist import FashionMNISTDataModule, MNISTDataModule
+from gdlab.data.polynomial import PolynomialDataModule
 
-__all__ = ["InMemoryBatches", "InMemoryDataModule", "LinearDataModule"]
+__all__ = [
+    "DigitsDataModule",
+    "FashionMNISTDataModule",
+    "ImageDataModule",
+    "InMemoryBatches",
+    "InMemoryDataModule",
+    "LinearDataModule",
+    "MNISTDataModule",
+    "PolynomialDataModule",
+]

@@ -1,0 +1,165 @@
+"""IDX files (the MNIST format), gzipped or not: read, write, and fetch with checksum verification.
+
+IDX layout: 2 zero bytes, a type code, the number of dimensions ``k``, ``k`` big-endian uint32 sizes,
+then the values in big-endian C order.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import logging
+import math
+import os
+import struct
+import urllib.error
+import urllib.request
+import zlib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gdlab.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+# IDX type code -> numpy dtype (big-endian where it matters)
+IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def _read_bytes(path: Path) -> bytes:
+    raw = path.read_bytes()
+    if raw[:2] != GZIP_MAGIC:
+        return raw
+    try:
+        return gzip.decompress(raw)
+    except (OSError, EOFError, zlib.error) as err:
+        raise ConfigError(f"{path} is a corrupt gzip file ({err}): delete it and fetch it again") from None
+
+
+def read_idx(path: str | os.PathLike) -> torch.Tensor:
+    """The array stored in an IDX file (``.gz`` or raw, told apart by content) as a tensor."""
+    path = Path(path)
+    data = _read_bytes(path)
+    if len(data) < 4 or data[:2] != b"\x00\x00" or data[2] not in IDX_TYPES:
+        raise ConfigError(
+            f"{path} is not an IDX file (bad header {data[:4].hex()}): replace it with the original"
+        )
+    dtype, ndim = np.dtype(IDX_TYPES[data[2]]), data[3]
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise ConfigError(f"{path} is truncated (header cut short): delete it and fetch it again")
+    shape = struct.unpack(f">{ndim}I", data[4:header])
+    expected = math.prod(shape) * dtype.itemsize
+    if len(data) - header != expected:
+        raise ConfigError(
+            f"{path} is truncated or corrupt: its header says shape {shape} ({expected} bytes of data) "
+            f"but it holds {len(data) - header}: delete it and fetch it again"
+        )
+    array = np.frombuffer(data, dtype=dtype, offset=header).astype(dtype.newbyteorder("="))
+    return torch.from_numpy(array.reshape(shape))
+
+
+def write_idx(path: str | os.PathLike, tensor: torch.Tensor) -> Path:
+    """Write ``tensor`` as an IDX file (gzipped when the name ends in ``.gz``); used by tests and tools."""
+    path = Path(path)
+    array = tensor.detach().cpu().numpy()
+    code = next((c for c, dt in IDX_TYPES.items() if np.dtype(dt).newbyteorder("=") == array.dtype), None)
+    if code is None:
+        raise ValueError(f"IDX has no type for dtype {array.dtype}")
+    payload = bytes([0, 0, code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    payload += array.astype(np.dtype(IDX_TYPES[code])).tobytes()
+    path.write_bytes(gzip.compress(payload, mtime=0) if path.suffix == ".gz" else payload)
+    return path
+
+
+def md5sum(path: str | os.PathLike) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_md5(path: Path, md5: str) -> None:
+    """Refuse a file whose checksum is not ``md5``: it is never used silently."""
+    actual = md5sum(path)
+    if actual != md5:
+        raise ConfigError(
+            f"{path} has md5 {actual}, expected {md5}: the file is corrupt or not the expected one; "
+            "delete it (it is downloaded again) or replace it with the original"
+        )
+
+
+def download(url: str, dest: Path, md5: str) -> None:
+    """Download ``url`` to ``dest`` with a progress bar; keep it only if its md5 matches."""
+    from tqdm.auto import tqdm
+
+    part = dest.with_name(dest.name + ".part")
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response, open(part, "wb") as out:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=dest.name) as bar:
+                for chunk in iter(lambda: response.read(1 << 16), b""):
+                    out.write(chunk)
+                    bar.update(len(chunk))
+        verify_md5(part, md5)
+        part.replace(dest)
+    finally:
+        part.unlink(missing_ok=True)
+
+
+def fetch_idx_files(
+    data_dir: str | os.PathLike,
+    files: Mapping[str, str],
+    mirrors: Sequence[str],
+    allow_download: bool = True,
+    dataset: str = "the dataset",
+) -> dict[str, Path]:
+    """Find each ``name.gz`` (md5-checked) or its uncompressed ``name`` in ``data_dir``; download what is missing.
+
+    ``files`` maps the gzipped file names to their md5. An uncompressed file has no published
+    checksum: it is accepted when its IDX header matches its size (``read_idx`` checks that).
+    Offline, or with ``allow_download=False``, a missing file is one ``ConfigError`` line saying
+    which files to put where.
+    """
+    data_dir = Path(data_dir)
+    found: dict[str, Path] = {}
+    for name, md5 in files.items():
+        gz, raw = data_dir / name, data_dir / name.removesuffix(".gz")
+        if gz.is_file():
+            verify_md5(gz, md5)
+            found[name] = gz
+        elif raw.is_file():
+            log.info("%s: uncompressed, no published checksum; its IDX header is checked instead", raw)
+            found[name] = raw
+    missing = [name for name in files if name not in found]
+    reason = "data.download=false"
+    if missing and allow_download:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        errors: list[str] = []
+        for name in missing:
+            for mirror in mirrors:
+                url = mirror.rstrip("/") + "/" + name
+                log.info("downloading %s", url)
+                try:
+                    download(url, data_dir / name, files[name])
+                    found[name] = data_dir / name
+                    break
+                except (urllib.error.URLError, OSError, ConfigError) as err:
+                    errors.append(f"{url}: {getattr(err, 'reason', err)}")
+                    log.warning("download failed: %s", errors[-1])
+            if name not in found:
+                break  # no mirror has it (or we are offline): the rest would fail the same way, slowly
+        missing = [name for name in files if name not in found]
+        reason = f"download failed: {errors[-1]}" if errors else reason
+    if missing:
+        where = data_dir.resolve()
+        raise ConfigError(
+            f"{dataset} needs {', '.join(missing)} in {where} ({reason}): put those files there (gzipped or not; "
+            f"from {mirrors[0] if mirrors else 'the dataset site'}), or point data.data_dir at the folder holding them"
+        )
+    return found

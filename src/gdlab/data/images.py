@@ -1,0 +1,106 @@
+"""Shared base for image classification datamodules: (C, H, W) float images, int64 class targets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from gdlab.data.base import InMemoryDataModule
+from gdlab.data.standardize import Standardizer
+from gdlab.errors import ConfigError
+
+Split = tuple[torch.Tensor, torch.Tensor]
+
+
+def seeded_split(x: torch.Tensor, y: torch.Tensor, sizes: tuple[int, ...], seed: int) -> list[Split]:
+    """Shuffle ``(x, y)`` with a generator seeded by ``seed`` and cut it into consecutive ``sizes``."""
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
+    return [(x[idx], y[idx]) for idx in order.split(list(sizes))]
+
+
+def check_val_fraction(val_fraction: float) -> float:
+    if not 0.0 < val_fraction < 1.0:
+        raise ConfigError(
+            f"data.val_fraction={val_fraction} must be strictly between 0 and 1, e.g. data.val_fraction=0.1"
+        )
+    return val_fraction
+
+
+def holdout_sizes(n: int, val_fraction: float) -> tuple[int, int]:
+    """(train, val) sizes when the test split is fixed by the dataset; both must be non-empty."""
+    n_val = round(n * check_val_fraction(val_fraction))
+    if not 1 <= n_val < n:
+        raise ConfigError(
+            f"data.val_fraction={val_fraction} of {n} training images leaves an empty split "
+            f"(train={n - n_val}, val={n_val}): choose a fraction that keeps both non-empty"
+        )
+    return n - n_val, n_val
+
+
+class ImageDataModule(InMemoryDataModule):
+    """Subclasses implement :meth:`load_splits` (images scaled to [0, 1], shape (N, C, H, W));
+    this base checks the labels and standardises each channel with training-split statistics,
+    kept in :meth:`state_dict` (and so in every checkpoint)."""
+
+    task = "classification"
+
+    def __init__(
+        self,
+        num_classes: int = 10,
+        normalize: bool = True,
+        batch_size: int | None = 64,
+        shuffle: bool = True,
+        shuffle_seed: int = 0,
+        seed: int = 0,
+        eval_batch_size: int | None = 1024,
+    ) -> None:
+        super().__init__(
+            batch_size=batch_size,
+            seed=seed,
+            shuffle=shuffle,
+            shuffle_seed=shuffle_seed,
+            eval_batch_size=eval_batch_size,
+        )
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+            raise ConfigError(f"data.num_classes={num_classes!r} must be an integer >= 2")
+        self.num_classes = num_classes
+        self.normalize = normalize
+        self.standardizer = Standardizer(dims=(0, 2, 3))  # one mean/std per channel
+        self.raw_splits: dict[str, Split] = {}
+
+    def load_splits(self) -> dict[str, Split]:
+        """Return ``{"train", "val", "test"}`` -> ``(x float32 in [0, 1] (N, C, H, W), y int64 (N,))``."""
+        raise NotImplementedError
+
+    @property
+    def num_outputs(self) -> int:
+        return self.num_classes
+
+    def build(self) -> dict[str, Split]:
+        if not self.raw_splits:
+            self.raw_splits = self.load_splits()
+            for name, (x, y) in self.raw_splits.items():
+                if x.ndim != 4 or y.dtype != torch.int64 or len(x) != len(y):
+                    raise ValueError(
+                        f"{type(self).__name__}.load_splits()[{name!r}]: need (N, C, H, W) images, int64 (N,) labels"
+                    )
+                if len(y) and (int(y.min()) < 0 or int(y.max()) >= self.num_classes):
+                    raise ConfigError(
+                        f"the {name} labels span {int(y.min())}..{int(y.max())} but data.num_classes={self.num_classes}: "
+                        "fix data.num_classes or the label files"
+                    )
+        if self.normalize and not self.standardizer.fitted:
+            self.standardizer.fit(self.raw_splits["train"][0])  # training split only
+        return {
+            k: (self.standardizer(x) if self.normalize else x, y) for k, (x, y) in self.raw_splits.items()
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"standardizer": self.standardizer.state_dict()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the training statistics (e.g. from a checkpoint) and re-transform built splits."""
+        self.standardizer.load_state_dict(state_dict.get("standardizer", {}))
+        if self.splits:
+            self.splits = self.build()

@@ -1,0 +1,95 @@
+"""MNIST and Fashion-MNIST from their standard IDX files in ``data_dir`` (downloaded and verified if missing)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import ClassVar
+
+from gdlab.data.idx import fetch_idx_files, read_idx
+from gdlab.data.images import ImageDataModule, Split, check_val_fraction, holdout_sizes, seeded_split
+
+
+class MNISTDataModule(ImageDataModule):
+    """28x28 grey-level digits: 60,000 training images (a seeded ``val_fraction`` of them held out for
+    validation) and the official 10,000 test images.
+
+    Args:
+        data_dir: folder holding the four IDX files (``*-ubyte.gz`` or uncompressed).
+        download: fetch missing files from ``mirrors`` (progress bar, md5-verified).
+        mirrors: base URLs tried in order (``null``: the standard ones).
+        md5: gzipped file name -> md5 (``null``: the published checksums).
+        val_fraction: share of the training images held out for validation.
+        normalize, batch_size, shuffle, shuffle_seed, seed, eval_batch_size: as in ``ImageDataModule``.
+    """
+
+    name: ClassVar[str] = "MNIST"
+    # The standard files and their published md5 (the same as torchvision's MNIST.resources).
+    MIRRORS: ClassVar[tuple[str, ...]] = (
+        "https://ossci-datasets.s3.amazonaws.com/mnist/",
+        "http://yann.lecun.com/exdb/mnist/",
+    )
+    MD5: ClassVar[dict[str, str]] = {
+        "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+        "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+        "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+        "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
+    }
+
+    def __init__(
+        self,
+        data_dir: str = "data/mnist",
+        download: bool = True,
+        mirrors: Sequence[str] | None = None,
+        md5: Mapping[str, str] | None = None,
+        val_fraction: float = 0.1,
+        normalize: bool = True,
+        batch_size: int | None = 64,
+        shuffle: bool = True,
+        shuffle_seed: int = 0,
+        seed: int = 0,
+        eval_batch_size: int | None = 1024,
+    ) -> None:
+        super().__init__(
+            num_classes=10,
+            normalize=normalize,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            shuffle_seed=shuffle_seed,
+            seed=seed,
+            eval_batch_size=eval_batch_size,
+        )
+        check_val_fraction(val_fraction)  # fails here, before any file is read
+        self.data_dir, self.download = data_dir, download
+        self.mirrors = list(mirrors) if mirrors is not None else list(self.MIRRORS)
+        self.md5 = dict(md5) if md5 is not None else dict(self.MD5)
+        self.val_fraction = val_fraction
+
+    def load_splits(self) -> dict[str, Split]:
+        paths = fetch_idx_files(self.data_dir, self.md5, self.mirrors, self.download, dataset=self.name)
+
+        def pair(prefix: str) -> Split:
+            images = read_idx(paths[f"{prefix}-images-idx3-ubyte.gz"])
+            labels = read_idx(paths[f"{prefix}-labels-idx1-ubyte.gz"])
+            if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+                raise ValueError(
+                    f"{self.name} {prefix}: expected images (N, H, W) and N labels, got {tuple(images.shape)} "
+                    f"and {tuple(labels.shape)}: replace the files in {self.data_dir} with the originals"
+                )
+            return images.unsqueeze(1).float() / 255.0, labels.long()
+
+        (x, y), test = pair("train"), pair("t10k")
+        train, val = seeded_split(x, y, holdout_sizes(len(x), self.val_fraction), self.seed)
+        return {"train": train, "val": val, "test": test}
+
+
+class FashionMNISTDataModule(MNISTDataModule):
+    """Zalando's Fashion-MNIST: the same IDX layout and sizes as MNIST, 10 clothing classes."""
+
+    name: ClassVar[str] = "Fashion-MNIST"
+    MIRRORS: ClassVar[tuple[str, ...]] = ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",)
+    MD5: ClassVar[dict[str, str]] = {
+        "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+        "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
+        "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
+        "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
+    }

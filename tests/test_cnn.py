@@ -1,0 +1,59 @@
+"""model=cnn: layer sizes follow the image shape and the class count; non-image inputs are refused."""
+
+import pytest
+import torch
+from torch import nn
+
+from gdlab.errors import ConfigError
+from gdlab.models import CNN
+
+
+@pytest.mark.parametrize(
+    ("shape", "pools"),
+    [((1, 8, 8), 2), ((1, 28, 28), 2), ((3, 5, 7), 2), ((1, 3, 3), 1), ((2, 1, 1), 0)],
+)
+def test_layer_sizes_adapt_to_the_input_shape(shape, pools):
+    net = CNN(shape, num_outputs=7, channels=[4, 6], hidden_size=16)
+    assert net(torch.zeros(3, *shape)).shape == (3, 7)
+    assert sum(isinstance(m, nn.MaxPool2d) for m in net.modules()) == pools  # pools only while H, W >= 2
+    convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels) for c in convs] == [(shape[0], 4), (4, 6)]
+    # the flattened size is what the conv stack really outputs: 6 channels x the pooled H x W
+    h, w = shape[1] >> pools, shape[2] >> pools
+    assert net.head[1].in_features == 6 * h * w
+
+
+def test_the_default_cnn_on_digits_is_small():
+    net = CNN((1, 8, 8), 10)
+    assert sum(p.numel() for p in net.parameters()) == 13_706
+    assert net(torch.randn(5, 1, 8, 8)).shape == (5, 10)
+
+
+def test_building_draws_the_same_random_numbers_as_its_layers_alone():
+    """The dry run that measures the flattened size takes no randomness: seeding stays reproducible."""
+    torch.manual_seed(0)
+    a = CNN((1, 8, 8), 10)
+    after_a = torch.rand(1)
+    torch.manual_seed(0)
+    b = CNN((1, 8, 8), 10)
+    assert torch.equal(torch.rand(1), after_a)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (
+            {"input_shape": (5,)},
+            r"model=cnn needs image inputs \(C, H, W\) but the data gives input_shape=\(5,\)",
+        ),
+        ({"channels": []}, r"model\.channels=\[\] must be a non-empty list"),
+        ({"kernel_size": 4}, r"model\.kernel_size=4 must be an odd integer"),
+        ({"hidden_size": 0}, r"model\.hidden_size=0 must be >= 1"),
+        ({"activation": "relu"}, r"model\.activation='relu' is not a torch\.nn activation"),
+    ],
+)
+def test_bad_settings(kwargs, match):
+    args = {"input_shape": (1, 8, 8), "num_outputs": 10, **kwargs}
+    with pytest.raises(ConfigError, match=match):
+        CNN(**args)

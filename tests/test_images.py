@@ -1,0 +1,247 @@
+"""Image classification data: digits, the IDX reader, MNIST-style files (generated here, never downloaded)
+with their checksums, and the CNN reaching >= 90% test accuracy on digits in a short CPU run."""
+
+import gzip
+import json
+
+import pytest
+import torch
+
+from gdlab.data import DigitsDataModule, FashionMNISTDataModule, MNISTDataModule
+from gdlab.data.idx import md5sum, read_idx, write_idx
+from gdlab.errors import ConfigError
+from gdlab.train import train
+
+NAMES = [
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+]
+
+
+def fake_mnist(folder, n_train=50, n_test=20, gz=True, seed=0):
+    """Write the four MNIST files (random 28x28 uint8 images, labels 0..9); return name.gz -> md5."""
+    folder.mkdir(parents=True, exist_ok=True)
+    gen = torch.Generator().manual_seed(seed)
+    arrays = {
+        "train-images-idx3-ubyte": torch.randint(0, 256, (n_train, 28, 28), generator=gen, dtype=torch.uint8),
+        "train-labels-idx1-ubyte": torch.randint(0, 10, (n_train,), generator=gen, dtype=torch.uint8),
+        "t10k-images-idx3-ubyte": torch.randint(0, 256, (n_test, 28, 28), generator=gen, dtype=torch.uint8),
+        "t10k-labels-idx1-ubyte": torch.randint(0, 10, (n_test,), generator=gen, dtype=torch.uint8),
+    }
+    md5 = {}
+    for stem, array in arrays.items():
+        path = write_idx(folder / (stem + (".gz" if gz else "")), array)
+        md5[stem + ".gz"] = md5sum(path) if gz else "0" * 32
+    return md5, arrays
+
+
+# ---------------------------------------------------------------- digits
+
+
+def test_digits_shapes_dtypes_splits_and_normalisation():
+    dm = DigitsDataModule()
+    dm.setup()
+    assert {k: len(v[0]) for k, v in dm.splits.items()} == {"train": 1257, "val": 270, "test": 270}
+    assert dm.input_shape == (1, 8, 8) and dm.num_outputs == 10 and dm.task == "classification"
+    x, y = dm.splits["train"]
+    assert x.dtype == torch.float32 and y.dtype == torch.int64 and y.shape == (1257,)
+    assert set(y.tolist()) == set(range(10))
+    # standardised with the training split's statistics: mean 0, std 1 there (and only there)
+    assert abs(x.mean().item()) < 1e-5 and abs(x.std(unbiased=False).item() - 1) < 1e-4
+    raw = DigitsDataModule(normalize=False)
+    raw.setup()
+    raw_train = raw.splits["train"][0]
+    assert raw_train.min() == 0 and raw_train.max() == 1  # pixels 0..16 scaled to 0..1
+    (((mean,),),) = dm.state_dict()["standardizer"]["mean"]  # one channel, as a plain float
+    assert mean == pytest.approx(raw_train.double().mean().item(), rel=1e-9)
+
+
+def test_digits_split_is_seeded_and_disjoint():
+    a, b, c = (DigitsDataModule(seed=s, normalize=False) for s in (0, 0, 1))
+    for dm in (a, b, c):
+        dm.setup()
+    assert all(torch.equal(a.splits[k][0], b.splits[k][0]) for k in ("train", "val", "test"))
+    assert not torch.equal(a.splits["test"][0], c.splits["test"][0])
+    # the three splits partition the 1,797 images: every image lands in exactly one of them
+    from sklearn.datasets import load_digits
+
+    everything = torch.from_numpy(load_digits().images).float().flatten(1) / 16
+    rows = torch.cat([a.splits[k][0].flatten(1) for k in ("train", "val", "test")])
+    assert torch.equal(torch.sort(rows.sum(1)).values, torch.sort(everything.sum(1)).values)
+    assert len(rows) == 1797
+
+
+# ---------------------------------------------------------------- IDX files
+
+
+@pytest.mark.parametrize("suffix", ["", ".gz"])
+@pytest.mark.parametrize(
+    "dtype", [torch.uint8, torch.int8, torch.int16, torch.int32, torch.float32, torch.float64]
+)
+def test_idx_round_trip(tmp_path, suffix, dtype):
+    array = (torch.arange(2 * 3 * 4) - 7).reshape(2, 3, 4).to(dtype)
+    if dtype == torch.uint8:
+        array = torch.arange(24, dtype=torch.uint8).reshape(2, 3, 4)
+    path = write_idx(tmp_path / f"a-idx3{suffix}", array)
+    back = read_idx(path)
+    assert back.dtype == dtype and torch.equal(back, array)
+    if suffix:
+        assert path.read_bytes()[:2] == b"\x1f\x8b"
+
+
+def test_idx_reader_reads_the_format_byte_by_byte(tmp_path):
+    # header: 0, 0, type 0x08 (uint8), 2 dims; sizes 2 and 3 big-endian; then 6 bytes row-major
+    (tmp_path / "x").write_bytes(bytes([0, 0, 8, 2, 0, 0, 0, 2, 0, 0, 0, 3, 1, 2, 3, 4, 5, 6]))
+    assert read_idx(tmp_path / "x").tolist() == [[1, 2, 3], [4, 5, 6]]
+    (tmp_path / "y").write_bytes(bytes([0, 0, 0x0C, 1, 0, 0, 0, 1, 0, 0, 1, 2]))  # one big-endian int32
+    assert read_idx(tmp_path / "y").tolist() == [258]
+
+
+def test_idx_reader_refuses_truncated_and_foreign_files(tmp_path):
+    path = write_idx(tmp_path / "t", torch.zeros(4, 5, dtype=torch.uint8))
+    path.write_bytes(path.read_bytes()[:-3])
+    with pytest.raises(ConfigError, match=r"is truncated or corrupt: its header says shape \(4, 5\)"):
+        read_idx(path)
+    (tmp_path / "f").write_bytes(b"PK\x03\x04 not an idx file")
+    with pytest.raises(ConfigError, match="is not an IDX file"):
+        read_idx(tmp_path / "f")
+    (tmp_path / "g.gz").write_bytes(gzip.compress(b"\x00\x00\x08\x01\x00\x00\x00\x09abc")[:-6])
+    with pytest.raises(ConfigError, match="corrupt gzip file"):
+        read_idx(tmp_path / "g.gz")
+
+
+# ---------------------------------------------------------------- MNIST-style files
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_mnist_from_local_files(tmp_path, gz):
+    md5, arrays = fake_mnist(tmp_path / "mnist", gz=gz)
+    dm = MNISTDataModule(data_dir=str(tmp_path / "mnist"), md5=md5, download=False, val_fraction=0.2)
+    dm.setup()
+    assert {k: len(v[0]) for k, v in dm.splits.items()} == {"train": 40, "val": 10, "test": 20}
+    assert dm.input_shape == (1, 28, 28) and dm.num_outputs == 10
+    x, y = dm.splits["test"]
+    assert x.dtype == torch.float32 and y.dtype == torch.int64
+    assert torch.equal(y, arrays["t10k-labels-idx1-ubyte"].long())  # the official test split, in file order
+    mean, std = dm.standardizer.mean.item(), dm.standardizer.std.item()
+    torch.testing.assert_close(
+        x, ((arrays["t10k-images-idx3-ubyte"].double() / 255 - mean) / std).float().unsqueeze(1)
+    )
+    # train + val are the training file, split by the seed
+    pool = torch.cat([dm.splits["train"][1], dm.splits["val"][1]])
+    assert sorted(pool.tolist()) == sorted(arrays["train-labels-idx1-ubyte"].tolist())
+    again = MNISTDataModule(data_dir=str(tmp_path / "mnist"), md5=md5, download=False, val_fraction=0.2)
+    again.setup()
+    assert torch.equal(again.splits["val"][0], dm.splits["val"][0])
+
+
+def test_a_file_whose_checksum_does_not_match_is_never_used(tmp_path):
+    md5, _ = fake_mnist(tmp_path / "mnist")
+    target = tmp_path / "mnist" / "train-labels-idx1-ubyte.gz"
+    data = bytearray(target.read_bytes())
+    data[-9] ^= 0xFF  # one flipped byte
+    target.write_bytes(bytes(data))
+    dm = MNISTDataModule(data_dir=str(tmp_path / "mnist"), md5=md5, download=False)
+    with pytest.raises(
+        ConfigError, match=r"train-labels-idx1-ubyte\.gz has md5 [0-9a-f]{32}, expected " + md5[target.name]
+    ) as info:
+        dm.setup()
+    assert "\n" not in str(info.value) and "delete it" in str(info.value)
+    assert dm.splits == {}
+
+
+def test_missing_files_offline_is_one_line_saying_which_files_go_where(tmp_path):
+    dm = MNISTDataModule(data_dir=str(tmp_path / "nowhere"), mirrors=["http://127.0.0.1:9/"], download=True)
+    with pytest.raises(ConfigError) as info:
+        dm.setup()
+    message = str(info.value)
+    assert "\n" not in message and "download failed" in message
+    assert all(name in message for name in NAMES) and str((tmp_path / "nowhere").resolve()) in message
+    no_download = FashionMNISTDataModule(data_dir=str(tmp_path / "f"), download=False)
+    with pytest.raises(
+        ConfigError,
+        match=r"Fashion-MNIST needs train-images-idx3-ubyte\.gz, .* \(data\.download=false\): put those files",
+    ):
+        no_download.setup()
+
+
+def test_download_shows_progress_verifies_and_discards_a_corrupt_file(tmp_path, capsys):
+    md5, _ = fake_mnist(tmp_path / "mirror")
+    mirror = (tmp_path / "mirror").as_uri() + "/"  # file:// URLs go through the same urllib path as http
+    dm = MNISTDataModule(data_dir=str(tmp_path / "data"), mirrors=[mirror], md5=md5, val_fraction=0.2)
+    dm.setup()
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == sorted(NAMES)
+    assert "t10k-images-idx3-ubyte.gz" in capsys.readouterr().err  # the progress bar names each file
+    bad = dict(md5, **{"t10k-labels-idx1-ubyte.gz": "0" * 32})
+    dm = MNISTDataModule(data_dir=str(tmp_path / "data2"), mirrors=[mirror], md5=bad)
+    with pytest.raises(ConfigError, match=r"t10k-labels-idx1-ubyte\.gz .*download failed: .*has md5"):
+        dm.setup()
+    assert not (tmp_path / "data2" / "t10k-labels-idx1-ubyte.gz").exists()
+    assert not list((tmp_path / "data2").glob("*.part"))
+
+
+def test_published_checksums_are_the_standard_ones():
+    assert MNISTDataModule.MD5["train-images-idx3-ubyte.gz"] == "f68b3c2dcbeaaa9fbdd348bbdeb94873"
+    assert FashionMNISTDataModule.MD5["t10k-labels-idx1-ubyte.gz"] == "bb300cfdad3c16e7a12a480ee83cd310"
+    assert set(MNISTDataModule.MD5) == set(FashionMNISTDataModule.MD5) == set(NAMES)
+
+
+@pytest.mark.parametrize("val_fraction", [0.0, 1.0, 0.001])
+def test_mnist_split_that_leaves_a_split_empty(tmp_path, val_fraction):
+    md5, _ = fake_mnist(tmp_path / "m", n_train=20)
+    with pytest.raises(ConfigError, match=rf"data\.val_fraction={val_fraction}"):
+        MNISTDataModule(
+            data_dir=str(tmp_path / "m"), md5=md5, download=False, val_fraction=val_fraction
+        ).setup()
+
+
+# ---------------------------------------------------------------- training on images
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny convolutions on a busy 2-core machine: a second intra-op thread costs far more than it saves
+    (measured 3.2 vs 36 ms per CNN step while other jobs ran), so these runs use one."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_cnn_on_digits_reaches_90_percent_test_accuracy(cfg_factory, tmp_path, one_thread):
+    cfg = cfg_factory(
+        "data=digits",
+        "model=cnn",
+        "loss=cross_entropy",
+        "optimizer.lr=0.1",
+        "trainer.max_epochs=8",
+        "trainer=cpu",
+        "callbacks=minimal",
+        "logger=none",
+    )
+    record = train(cfg)
+    assert record["status"] == "completed"
+    assert record["test/acc"] >= 0.90, record
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert {"train/acc", "val/acc", "test/acc"} <= set(saved)
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert len(ckpt["DigitsDataModule"]["standardizer"]["mean"]) == 1  # one channel's statistics travel along
+
+
+def test_mse_on_classification_trains_on_one_hot_targets_and_reports_accuracy(cfg_factory, one_thread):
+    cfg = cfg_factory(
+        "data=digits",
+        "model=linear",
+        "loss=mse",
+        "optimizer.lr=0.2",
+        "trainer.max_epochs=10",
+        "trainer=cpu",
+        "callbacks=minimal",
+        "logger=none",
+    )
+    record = train(cfg)
+    assert record["status"] == "completed"
+    assert record["test/acc"] >= 0.85, record  # least-squares classification of the digits works, if worse
+    assert 0 < record["test/loss"] < 0.1  # the mean over m x 10 one-hot entries
