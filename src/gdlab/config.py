@@ -29,6 +29,10 @@ def print_config(cfg: DictConfig) -> None:
 def save_config(cfg: DictConfig, output_dir: str | Path) -> Path:
     """Save the resolved config as ``config.yaml`` in the run dir (Hydra's .hydra/ keeps the raw one)."""
     path = Path(output_dir) / "config.yaml"
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    if rank_zero_only.rank != 0:  # DDP: rank 0 writes the job's files
+        return path
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(OmegaConf.to_yaml(cfg, resolve=True))
     return path

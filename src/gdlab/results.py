@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 
 METRICS_FILE = "metrics.json"
 
@@ -31,6 +32,8 @@ def write_metrics(
     record.update({k: to_number(v) for k, v in info.items()})
     record["status"] = status
     path = Path(output_dir) / METRICS_FILE
+    if rank_zero_only.rank != 0:  # DDP: the job's one metrics.json is rank 0's
+        return path
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(dict(sorted(record.items())), indent=2) + "\n")

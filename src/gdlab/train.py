@@ -13,8 +13,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from gdlab.checks import check_data_model_loss, check_network_outputs
 from gdlab.config import CONFIG_DIR, print_config, save_config
+from gdlab.dashboard import log_hparams
 from gdlab.module import GDModule
 from gdlab.results import to_number, write_metrics
+from gdlab.sweep import in_multirun, record_failed_job
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +69,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     log.info("run directory: %s", output_dir.resolve())
     write_metrics(output_dir, {}, status="running")
     metrics: dict[str, Any] = {}
+    trainer = None
     try:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
         datamodule, module, trainer = build(cfg)
@@ -89,17 +92,25 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         write_metrics(
             output_dir, metrics, status="failed", error=f"{type(err).__name__}: {err}".splitlines()[0]
         )
+        log_hparams(trainer, cfg, {**metrics, "status": "failed"}, best_effort=True)
         raise
     metrics.update({k: v for k, v in status.items() if k != "status"})
     path = write_metrics(output_dir, metrics, status=status["status"])
     log.info("final metrics written to %s (status: %s)", path, status["status"])
+    log_hparams(trainer, cfg, {**metrics, "status": status["status"]})  # TensorBoard's HParams tab
     return {**metrics, "status": status["status"]}
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """Entry point of ``python train.py`` and ``gdlab-train``; returns ``cfg.optimized_metric``."""
-    metrics = train(cfg)
+    try:
+        metrics = train(cfg)
+    except Exception as err:
+        if not in_multirun():
+            raise
+        record_failed_job(err)  # a multirun goes on; SweepSummary sets the exit status at the end
+        return None
     value = metrics.get(cfg.get("optimized_metric"))
     return float(value) if isinstance(value, (int, float)) else None
 

@@ -95,7 +95,13 @@ class InMemoryDataModule(L.LightningDataModule):
         return InMemoryBatches(x, y, batch_size=bs, shuffle=train and self.shuffle, seed=self.shuffle_seed)
 
     def train_dataloader(self) -> InMemoryBatches:
-        return self._batches("train", train=True)
+        batches = self._batches("train", train=True)
+        trainer = self.trainer  # set by Lightning; None when called by hand
+        if trainer is not None and trainer.world_size > 1:
+            # DDP: each process takes its share of every global batch (val/test: every process sees
+            # the whole split, so the epoch metrics are the single-process ones).
+            batches.shard(trainer.global_rank, trainer.world_size)
+        return batches
 
     def val_dataloader(self) -> InMemoryBatches:
         return self._batches("val", train=False)

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
 import torch
+
+from gdlab.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 class InMemoryBatches:
@@ -33,6 +38,7 @@ class InMemoryBatches:
         self.seed = seed
         self.drop_last = drop_last
         self.epoch = 0
+        self.rank, self.world_size = 0, 1  # see shard()
 
     # Lightning's fit loop calls ``loader.sampler.set_epoch(epoch)`` at each epoch start;
     # exposing ourselves as the "sampler" is how a plain iterable receives the epoch.
@@ -47,9 +53,37 @@ class InMemoryBatches:
         self.epoch = int(epoch)
 
     def __len__(self) -> int:
-        if self.drop_last:
-            return self.n // self.batch_size
-        return -(-self.n // self.batch_size)
+        # A last, partial batch counts unless dropped or too small to give every process a sample.
+        last = self.n % self.batch_size
+        return self.n // self.batch_size + (0 if self.drop_last or last < self.world_size else 1)
+
+    def shard(self, rank: int, world_size: int) -> InMemoryBatches:
+        """Serve process ``rank`` of ``world_size`` (DDP) its contiguous 1/world_size share of every
+        global batch. The global batches are those of a single process (same order, same size), and DDP
+        averages the per-process gradients, so the steps equal single-process ones when each batch
+        splits evenly. Lightning shards only DataLoaders, not this iterable, hence this method."""
+        if self.batch_size % world_size:
+            raise ConfigError(
+                f"data.batch_size={self.batch_size} (the global batch) does not split evenly over "
+                f"{world_size} processes: use a multiple of {world_size}"
+            )
+        self.rank, self.world_size = int(rank), int(world_size)
+        dropped = (self.n % self.batch_size) % world_size if not self.drop_last else 0
+        if dropped and rank == 0:
+            log.warning(
+                "the last training batch (%d samples) does not split evenly over %d processes: "
+                "its last %d samples are skipped each epoch",
+                self.n % self.batch_size,
+                world_size,
+                dropped,
+            )
+        return self
+
+    def _bounds(self, i: int) -> tuple[int, int]:
+        """Sample positions ``[lo, hi)`` of batch ``i`` for this process."""
+        lo, hi = i * self.batch_size, min((i + 1) * self.batch_size, self.n)
+        share = (hi - lo) // self.world_size
+        return (lo, hi) if self.world_size == 1 else (lo + self.rank * share, lo + (self.rank + 1) * share)
 
     def permutation(self, epoch: int) -> torch.Tensor:
         """The sample order of ``epoch`` (a CPU index tensor)."""
@@ -57,12 +91,12 @@ class InMemoryBatches:
         return torch.randperm(self.n, generator=gen)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
-        bs = self.batch_size
         if self.shuffle:
             order = self.permutation(self.epoch).to(self.tensors[0].device)
             for i in range(len(self)):
-                idx = order[i * bs : (i + 1) * bs]
-                yield tuple(t.index_select(0, idx) for t in self.tensors)
+                lo, hi = self._bounds(i)
+                yield tuple(t.index_select(0, order[lo:hi]) for t in self.tensors)
         else:
             for i in range(len(self)):
-                yield tuple(t[i * bs : (i + 1) * bs] for t in self.tensors)
+                lo, hi = self._bounds(i)
+                yield tuple(t[lo:hi] for t in self.tensors)
