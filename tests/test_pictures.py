@@ -29,6 +29,21 @@ class Blobs(InMemoryDataModule):
         return 3
 
 
+class Quadratic(InMemoryDataModule):
+    """y = x^2 on features [x, x^2] of one raw input x: the picture is drawn over x (``raw_x``/``features``)."""
+
+    def features(self, x):
+        return torch.stack([x, x**2], dim=1).float()
+
+    def build(self):
+        x = torch.linspace(-2, 2, 120, dtype=torch.float64)[
+            torch.randperm(120, generator=torch.Generator().manual_seed(0))
+        ]
+        y = x**2
+        self.raw_x = {"train": (x[:80], y[:80]), "val": (x[80:100], y[80:100]), "test": (x[100:], y[100:])}
+        return {k: (self.features(v[0]), v[1].float().unsqueeze(1)) for k, v in self.raw_x.items()}
+
+
 def _images(run_dir):
     events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"images": 0})
     events.Reload()
@@ -92,3 +107,12 @@ def test_bad_picture_interval_is_a_clear_error(every_n_epochs):
 
     with pytest.raises(ConfigError, match=r"callbacks\.pictures\.every_n_epochs"):
         DescentPictures(every_n_epochs=every_n_epochs)
+
+
+def test_features_of_one_raw_input_are_drawn_over_that_input(cfg_factory, tmp_path):
+    """Polynomial-style data (features of one x): the fit picture shows y against x with the model's curve."""
+    cfg = cfg_factory("trainer=cpu", "trainer.max_epochs=2", "callbacks.pictures.every_n_epochs=2")
+    with open_dict(cfg):
+        cfg.data = OmegaConf.create({"_target_": f"{__name__}.Quadratic", "batch_size": None})
+    assert train(cfg)["status"] == "completed"
+    assert sorted(p.name for p in (tmp_path / "plots").glob("*.png")) == ["fit_epoch0002.png"]

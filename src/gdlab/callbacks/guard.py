@@ -117,13 +117,17 @@ class DivergenceGuard(L.Callback):
         if self._bad_step is None or self.run_status is not None:
             return
         step = int(self._bad_step)  # the one host sync
-        if step < 0:
+        # Under DDP every process checks at the same steps; all stop if any diverged.
+        if not trainer.strategy.reduce_boolean_decision(step >= 0, all=False):
             return
-        loss, start = float(self._bad_loss), float(self._start)
-        if torch.isfinite(self._bad_loss):
+        if step < 0:
+            step = trainer.global_step - 1
+            what = "train/loss diverged on another process"
+        elif torch.isfinite(self._bad_loss):
+            loss, start = float(self._bad_loss), float(self._start)
             what = f"train/loss = {loss:.4g}, {loss / start:.3g} x its start {start:.4g}"
         else:
-            what = f"train/loss = {loss}"
+            what = f"train/loss = {float(self._bad_loss)}"
         lr = self._lr(trainer)
         if self.critical_lr is not None:
             lr_part = (
