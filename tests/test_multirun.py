@@ -192,6 +192,7 @@ def _compose_hydra(*overrides: str):
             "hydra/launcher=submitit_slurm",
             "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher",
         ),
+        ("hydra/launcher=slurm", "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"),
         ("hydra/launcher=joblib", "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"),
         ("hparams_search=lr_optuna", "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"),
     ],
@@ -202,6 +203,8 @@ def test_plugin_configs_compose(override, target):
     assert node._target_ == target
     if "slurm" in override:
         assert cfg.hydra.launcher.submitit_folder.endswith("/.submitit/%j")
+    if override == "hydra/launcher=slurm":  # gdlab's preset on top of the plugin's config
+        assert cfg.hydra.launcher.timeout_min == 240 and cfg.hydra.launcher.cpus_per_task == 4
     if "optuna" in override:
         assert cfg.hydra.sweeper.direction == "minimize" and cfg.optimized_metric == "val/loss"
         assert str(cfg.hydra.sweeper.params["optimizer.lr"]) == "tag(log, interval(0.001, 1.0))"
