@@ -1,13 +1,14 @@
 """Divergence is a result: stop at the first non-finite loss (or one far above its start) and say so.
 
-The check runs on the device every step (``isfinite`` and a comparison, remembered in tensors) and
-reads the verdict back once every ``check_every_n_steps`` steps and at each epoch's end, so the
-per-step path has no host sync; the recorded step and loss are those of the first bad step.
+Each step's loss stays on the device in a list; every ``check_every_n_steps`` steps and at each
+epoch's end the block is read back at once (one host sync) and scanned, so the per-step path has no
+sync and the recorded step and loss are exactly those of the first bad step.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import lightning as L
@@ -69,10 +70,10 @@ class DivergenceGuard(L.Callback):
         self._reset()
 
     def _reset(self) -> None:
-        self._n = 0
-        self._start: Tensor | None = None
-        self._bad_step: Tensor | None = None  # -1 until the first bad step
-        self._bad_loss: Tensor | None = None
+        self._losses: list[Tensor] = []  # this block's losses, still on the device
+        self._steps: list[int] = []
+        self._seen = 0  # losses that went into the start so far
+        self._start = 0.0
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._reset()
@@ -87,47 +88,54 @@ class DivergenceGuard(L.Callback):
     def _lr(trainer: L.Trainer) -> float:
         return float(trainer.optimizers[0].param_groups[0]["lr"])
 
-    @torch.no_grad()
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # type: ignore[override]
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         if not isinstance(loss, Tensor):
             return
-        loss = loss.detach().float()
-        step = trainer.global_step - 1  # the optimizer step just taken; train/loss's x in TensorBoard
-        if self._bad_step is None:
-            self._bad_step = torch.full((), -1, dtype=torch.long, device=loss.device)
-            self._bad_loss = torch.zeros((), device=loss.device)
-            self._start = torch.zeros((), device=loss.device)
-        bad = ~torch.isfinite(loss)
-        if self._n < self.start_steps:
-            self._start = torch.maximum(self._start, torch.where(bad, self._start, loss))
-        elif self.max_loss_ratio is not None:
-            bad = bad | ((self._start > 0) & (loss > self.max_loss_ratio * self._start))
-        first = bad & (self._bad_step < 0)
-        self._bad_step = torch.where(first, step, self._bad_step)
-        self._bad_loss = torch.where(first, loss, self._bad_loss)
-        self._n += 1
-        if self._n % self.check_every_n_steps == 0:
+        # The per-step cost is one list append; the step is the optimizer step just taken (train/loss's x).
+        self._losses.append(loss.detach())
+        self._steps.append(trainer.global_step - 1)
+        if len(self._losses) >= self.check_every_n_steps:
             self._check(trainer)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._check(trainer)
 
+    def _first_bad(self) -> tuple[int, float] | None:
+        """Read the block back (one host sync) and return ``(step, loss)`` of its first bad step."""
+        if not self._losses:
+            return None
+        values = torch.stack(self._losses).double().cpu().tolist()
+        steps, self._losses, self._steps = self._steps, [], []
+        for step, value in zip(steps, values, strict=True):
+            if not math.isfinite(value):
+                return step, value
+            if self._seen < self.start_steps:  # the start: the largest of the first losses
+                self._start = max(self._start, value)
+                self._seen += 1
+            elif (
+                self.max_loss_ratio is not None
+                and self._start > 0
+                and value > self.max_loss_ratio * self._start
+            ):
+                return step, value
+        return None
+
     def _check(self, trainer: L.Trainer) -> None:
-        if self._bad_step is None or self.run_status is not None:
+        if self.run_status is not None:
             return
-        step = int(self._bad_step)  # the one host sync
+        bad = self._first_bad()
         # Under DDP every process checks at the same steps; all stop if any diverged.
-        if not trainer.strategy.reduce_boolean_decision(step >= 0, all=False):
+        if not trainer.strategy.reduce_boolean_decision(bad is not None, all=False):
             return
-        if step < 0:
-            step = trainer.global_step - 1
-            what = "train/loss diverged on another process"
-        elif torch.isfinite(self._bad_loss):
-            loss, start = float(self._bad_loss), float(self._start)
-            what = f"train/loss = {loss:.4g}, {loss / start:.3g} x its start {start:.4g}"
+        if bad is None:
+            step, what = trainer.global_step - 1, "train/loss diverged on another process"
         else:
-            what = f"train/loss = {float(self._bad_loss)}"
+            step, loss = bad
+            if math.isfinite(loss):
+                what = f"train/loss = {loss:.4g}, {loss / self._start:.3g} x its start {self._start:.4g}"
+            else:
+                what = f"train/loss = {loss}"
         lr = self._lr(trainer)
         if self.critical_lr is not None:
             lr_part = (
