@@ -9,7 +9,19 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
+from gdlab.errors import ConfigError
 from gdlab.metrics import build_metrics
+from gdlab.steplog import StepLog
+
+
+def check_flush_steps(value: Any) -> int:
+    """``log_flush_steps`` must be a positive int (1 writes every step as it happens)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(
+            f"log_flush_steps={value!r} must be an integer >= 1 (how many steps train/loss waits on the "
+            "device before being written; every step is still logged), e.g. log_flush_steps=50"
+        )
+    return value
 
 
 class GDModule(L.LightningModule):
@@ -29,6 +41,7 @@ class GDModule(L.LightningModule):
         task: str = "regression",
         num_outputs: int = 1,
         config: dict[str, Any] | None = None,
+        log_flush_steps: int = 50,
     ) -> None:
         super().__init__()
         self.save_hyperparameters("task", "num_outputs", "config")
@@ -39,6 +52,10 @@ class GDModule(L.LightningModule):
         self.train_metrics = metrics.clone(prefix="train/")
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
+        self.log_flush_steps = check_flush_steps(log_flush_steps)
+        # Training steps not yet written, still on the device: per-step scalars and (preds, targets).
+        self.step_log = StepLog()
+        self._pending_batches: list[tuple[Tensor, Tensor]] = []
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
@@ -47,14 +64,70 @@ class GDModule(L.LightningModule):
         x, y = batch
         preds = self.net(x)
         loss = self.loss_fn(preds, y)
-        on_step = stage == "train"
-        self.log(
-            f"{stage}/loss", loss, on_step=on_step, on_epoch=not on_step, prog_bar=True, batch_size=len(x)
-        )
-        metrics = getattr(self, f"{stage}_metrics")
-        metrics.update(*self._metric_inputs(preds.detach(), y))
-        self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=len(x))
+        if stage == "train":
+            # The per-step path: no self.log, no metric update, no host sync (see flush_training_steps).
+            self.step_log.open(self.global_step, self.current_epoch, {"train/loss": loss.detach()})
+            self._pending_batches.append((preds.detach(), y))
+            return loss
+        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(x))
+        getattr(self, f"{stage}_metrics").update(*self._metric_inputs(preds.detach(), y))
         return loss
+
+    def log_step(self, values: dict[str, Tensor | float]) -> None:
+        """Log scalars of the current training step (from the step or a callback during the same batch).
+
+        The cheap alternative to ``self.log(name, value, on_step=True)`` (about 1 ms a call): values stay
+        on the device and reach every logger, under this step's number, at the next flush; the latest
+        also reach ``trainer.callback_metrics`` (and so metrics.json).
+        """
+        self.step_log.add(values)
+
+    def flush_training_steps(self, to_callback_metrics: bool = True) -> None:
+        """Write the pending training steps: every step's scalars (``train/loss``, ``log_step`` values),
+        each under its own step number, to every logger, and one metric update for the whole block.
+
+        Per step, ``self.log`` cost about 1 ms and a torchmetrics update 0.1-0.4 ms, against 0.1-5 ms
+        for the step itself: the loop ran 3-20x slower than a hand-written one. Here one ``tolist()``
+        is the only host sync per block.
+        """
+        if self._pending_batches:
+            preds, targets = zip(*self._pending_batches, strict=True)
+            self._pending_batches = []
+            self.train_metrics.update(*self._metric_inputs(torch.cat(preds), torch.cat(targets)))
+        latest = self.step_log.flush(self.loggers)
+        if to_callback_metrics:  # the latest values for the progress bar and trainer.callback_metrics
+            for name, value in latest.items():
+                prog_bar = name == "train/loss"
+                self.log(name, value, on_step=True, on_epoch=False, prog_bar=prog_bar, logger=False)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        trainer = self.trainer
+        # Flush before anything reads the metrics: at the epoch's last batch and when training stops
+        # (max_steps, or a callback such as a divergence guard set should_stop); validation in the middle
+        # of an epoch flushes in on_validation_start.
+        last = (
+            batch_idx + 1 >= trainer.num_training_batches
+            or trainer.should_stop
+            or 0 <= trainer.max_steps <= self.global_step
+        )
+        if last or len(self.step_log) >= self.log_flush_steps:
+            self.flush_training_steps()
+
+    def on_validation_start(self) -> None:
+        self.flush_training_steps(to_callback_metrics=False)  # Lightning allows no self.log here
+
+    def on_train_epoch_end(self) -> None:
+        self.flush_training_steps(to_callback_metrics=False)  # normally empty: the last batch flushed
+        self.log_dict(self.train_metrics, on_step=False, on_epoch=True)
+
+    def on_train_end(self) -> None:
+        self.flush_training_steps(to_callback_metrics=False)
+
+    def on_validation_epoch_end(self) -> None:
+        self.log_dict(self.val_metrics, on_step=False, on_epoch=True)
+
+    def on_test_epoch_end(self) -> None:
+        self.log_dict(self.test_metrics, on_step=False, on_epoch=True)
 
     def _metric_inputs(self, preds: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         if self.hparams.task == "classification":

@@ -26,8 +26,8 @@ class PlainSGD(Optimizer):
     """Plain gradient descent: every parameter with a gradient moves by ``-lr * grad``.
 
     No momentum, no weight decay, no dampening. Results are bitwise identical to
-    ``torch.optim.SGD(params, lr)``, and a step is one ``torch._foreach_add_`` call per
-    (device, dtype) bucket instead of one Python-level call per parameter tensor.
+    ``torch.optim.SGD(params, lr)``, and a step is one ``torch._foreach_add_`` call per param group
+    instead of one Python-level call per parameter tensor.
     """
 
     def __init__(self, params: Iterable[torch.Tensor] | Iterable[dict[str, Any]], lr: float) -> None:
@@ -46,17 +46,12 @@ class PlainSGD(Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            # Bucket by (device, dtype): a foreach kernel needs homogeneous lists.
-            buckets: dict[tuple[torch.device, torch.dtype], tuple[list, list]] = {}
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if p.grad.is_sparse:
-                    raise RuntimeError("PlainSGD does not support sparse gradients; use dense parameters.")
-                params, grads = buckets.setdefault((p.device, p.dtype), ([], []))
-                params.append(p)
-                grads.append(p.grad)
-            for params, grads in buckets.values():
-                # p <- p + (-lr) * g, the same arithmetic as torch.optim.SGD's p.add_(g, alpha=-lr).
+            params = [p for p in group["params"] if p.grad is not None]
+            grads = [p.grad for p in params]
+            if any(g.is_sparse for g in grads):
+                raise RuntimeError("PlainSGD does not support sparse gradients; use dense parameters.")
+            if params:
+                # p <- p + (-lr) * g, the same arithmetic as torch.optim.SGD's p.add_(g, alpha=-lr). One call
+                # for the whole group: lists mixing devices or dtypes take foreach's per-tensor fallback.
                 torch._foreach_add_(params, grads, alpha=-group["lr"])
         return loss

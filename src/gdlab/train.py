@@ -43,6 +43,7 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, GDModule, L.Trainer]:
         task=datamodule.task,
         num_outputs=datamodule.num_outputs,
         config=OmegaConf.to_container(cfg, resolve=True),
+        log_flush_steps=cfg.get("log_flush_steps", 50),
     )
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]

@@ -1,0 +1,568 @@
+"""Side-by-side benchmark: gdlab's real training path vs a hand-written PyTorch loop, and its parts.
+
+    python scripts/benchmark.py                 # all sections, medians of 5 alternating repeats
+    python scripts/benchmark.py --quick         # tiny sizes, one repeat: proves it runs (a few seconds)
+    python scripts/benchmark.py --only training --repeats 7
+    python scripts/benchmark.py --profile mlp   # cProfile of gdlab's training steps, top functions
+
+Sections (each compares variants on the same model, data, step count, batch size and thread count,
+alternating the variants within each repeat):
+  training   gdlab (composed config -> gdlab.train.build -> Trainer.fit, logger and callbacks as in the
+             default config) vs a hand-written loop (index_select batches, forward, backward, step);
+  batching   gdlab.data.InMemoryBatches vs DataLoader(TensorDataset) over one shuffled epoch;
+  optimizer  PlainSGD.step() vs torch.optim.SGD (default and foreach), parameters asserted bitwise equal;
+  startup    wall time of a tiny `python train.py` vs `python -c "import lightning"`, top import costs.
+
+The Markdown table goes to stdout and to outputs/benchmarks/benchmark-<time>.md (and latest.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import cProfile
+import io
+import os
+import platform
+import pstats
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import torch
+from torch import nn
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT / "src"))  # run from a checkout without installing
+
+from gdlab.data import InMemoryBatches, InMemoryDataModule  # noqa: E402
+from gdlab.optim import PlainSGD  # noqa: E402
+
+
+@dataclass
+class Row:
+    """One variant of one comparison: its repeated measurements and how to read them."""
+
+    comparison: str
+    variant: str
+    values: list[float] = field(default_factory=list)
+    unit: str = "samples/s"  # "samples/s" (higher is better) or "ms" / "us" / "s" (lower is better)
+    baseline: bool = False  # the reference the other rows of the comparison are divided by
+    note: str = ""
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.values)
+
+
+# ---------------------------------------------------------------------------------------------
+# Data and model pieces the benchmark needs that the config groups may not have (yet)
+
+
+class SyntheticImages(InMemoryDataModule):
+    """Random 1x28x28 images with 10 classes: the shape of MNIST without files on disk."""
+
+    task = "classification"
+
+    def __init__(
+        self, n_train: int = 2560, n_eval: int = 256, batch_size: int | None = 256, **kwargs
+    ) -> None:
+        super().__init__(batch_size=batch_size, **kwargs)
+        self.n_train, self.n_eval = n_train, n_eval
+
+    def build(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        gen = torch.Generator().manual_seed(self.seed)
+        n = self.n_train + 2 * self.n_eval
+        x, y = torch.rand(n, 1, 28, 28, generator=gen), torch.randint(0, 10, (n,), generator=gen)
+        a, b = self.n_train, self.n_train + self.n_eval
+        return {"train": (x[:a], y[:a]), "val": (x[a:b], y[a:b]), "test": (x[b:], y[b:])}
+
+    @property
+    def num_outputs(self) -> int:
+        return 10
+
+
+class SmallCNN(nn.Module):
+    """Stand-in when conf/model/cnn.yaml is absent: two conv+pool blocks and a linear head."""
+
+    def __init__(self, input_shape: tuple[int, ...], num_outputs: int) -> None:
+        super().__init__()
+        c, h, w = input_shape
+        self.net = nn.Sequential(
+            nn.Conv2d(c, 16, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(32 * (h // 4) * (w // 4), num_outputs),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. gdlab's real training path vs a hand-written loop
+
+
+@dataclass
+class Case:
+    """One training comparison: config overrides plus the sizes that fix the work done."""
+
+    name: str
+    overrides: list[str]
+    batch_size: int
+    steps_per_epoch: int
+    epochs: int  # timed epochs; one more runs first as warm-up in both variants
+    nodes: dict = field(default_factory=dict)  # config nodes replaced after composing (e.g. data, model)
+
+
+def linear_case(batch_size: int, steps: int, epochs: int) -> Case:
+    n = batch_size * steps
+    # val/test fractions of 5% each: n_samples chosen so the train split is exactly `steps` batches.
+    total = next(t for t in range(round(n / 0.9) - 5, round(n / 0.9) + 5) if t - 2 * round(t * 0.05) == n)
+    return Case(
+        f"linear (5 features) batch {batch_size}",
+        [f"data.n_samples={total}", "data.val_fraction=0.05", "data.test_fraction=0.05"],
+        batch_size,
+        steps,
+        epochs,
+    )
+
+
+def training_cases(quick: bool) -> list[Case]:
+    steps, epochs = (5, 1) if quick else (100, 3)
+    has_cnn = (REPO_ROOT / "conf" / "model" / "cnn.yaml").is_file()
+    cnn_steps = 5 if quick else 20
+    images = {"_target_": f"{__name__}.SyntheticImages", "n_train": 256 * cnn_steps, "seed": 0}
+    mlp = linear_case(1024, 5 if quick else 30, epochs)
+    return [
+        linear_case(64, steps, epochs),
+        Case(
+            "MLP 16-256-256-1 batch 1024",
+            [*mlp.overrides, "data.n_features=16", "model=mlp", "model.hidden_sizes=[256,256]"],
+            1024,
+            mlp.steps_per_epoch,
+            epochs,
+        ),
+        Case(
+            "CNN 1x28x28 batch 256",
+            ["model=cnn" if has_cnn else "model=linear", "loss=cross_entropy"],
+            256,
+            cnn_steps,
+            epochs,
+            {"data": images} | ({} if has_cnn else {"model": {"_target_": f"{__name__}.SmallCNN"}}),
+        ),
+    ]
+
+
+def compose_cfg(output_dir: str, overrides: list[str]):
+    from hydra import compose, initialize_config_dir
+
+    from gdlab.config import CONFIG_DIR
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose("train", overrides=[f"paths.output_dir={output_dir}", *overrides])
+
+
+def epoch_timer():
+    """A callback timing the training part of every epoch (batches, hooks, logging, progress bar)
+    up to validation: validation and checkpoint writing run once per epoch and are left out."""
+    from lightning.pytorch.callbacks import Callback
+
+    class EpochTimer(Callback):
+        def __init__(self) -> None:
+            self.seconds: list[float] = []
+            self._start: float | None = None
+
+        def on_train_epoch_start(self, trainer, pl_module) -> None:
+            self._start = time.perf_counter()
+
+        def _stop(self) -> None:
+            if self._start is not None:
+                self.seconds.append(time.perf_counter() - self._start)
+                self._start = None
+
+        def on_validation_start(self, trainer, pl_module) -> None:
+            self._stop()
+
+        def on_train_epoch_end(self, trainer, pl_module) -> None:
+            self._stop()
+
+    return EpochTimer()
+
+
+def build_gdlab(case: Case, extra: list[str], output_dir: str):
+    """The datamodule, module and trainer that `python train.py <overrides>` would build."""
+    import lightning as L
+    from omegaconf import open_dict
+
+    from gdlab.train import build
+
+    cfg = compose_cfg(
+        output_dir,
+        [
+            *case.overrides,
+            f"data.batch_size={case.batch_size}",
+            f"trainer.max_epochs={case.epochs + 1}",
+            "trainer.accelerator=cpu",
+            *extra,
+        ],
+    )
+    with open_dict(cfg):
+        for key, node in case.nodes.items():
+            cfg[key] = {**node, **({"batch_size": case.batch_size} if key == "data" else {})}
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule, module, trainer = build(cfg)
+    return cfg, datamodule, module, trainer
+
+
+def run_gdlab(case: Case, extra: list[str]) -> float:
+    """Seconds for the timed epochs of a real gdlab fit (first epoch is warm-up)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        _, datamodule, module, trainer = build_gdlab(case, extra, tmp)
+        steps = len(datamodule.train_dataloader())
+        assert steps == case.steps_per_epoch, (case.name, steps, case.steps_per_epoch)
+        timer = epoch_timer()
+        trainer.callbacks.append(timer)
+        # The progress bar still formats every refresh; its text goes nowhere instead of over the table.
+        with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
+            trainer.fit(module, datamodule=datamodule)
+        assert trainer.global_step == steps * (case.epochs + 1), trainer.global_step
+        return sum(timer.seconds[1:])
+
+
+def run_hand_loop(case: Case) -> float:
+    """The same model (same initial weights), data, loss, optimizer, batch size and step count,
+    written as the loop a researcher types: shuffle, index_select a batch, forward, backward, step."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg, datamodule, module, _ = build_gdlab(case, ["logger=none", "callbacks=none"], tmp)
+    net, loss_fn = copy.deepcopy(module.net), copy.deepcopy(module.loss_fn)
+    x, y = datamodule.splits["train"]
+    optimizer = PlainSGD(net.parameters(), lr=cfg.optimizer.lr)
+    bs, n = case.batch_size, len(x)
+    seconds = 0.0
+    for epoch in range(case.epochs + 1):
+        start = time.perf_counter()
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(epoch))
+        for i in range(case.steps_per_epoch):
+            idx = order[i * bs : (i + 1) * bs]
+            loss = loss_fn(net(x.index_select(0, idx)), y.index_select(0, idx))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        if epoch > 0:
+            seconds += time.perf_counter() - start
+    return seconds
+
+
+def bench_training(repeats: int, quick: bool, extra: list[str]) -> list[Row]:
+    rows = []
+    for case in training_cases(quick):
+        samples = case.batch_size * case.steps_per_epoch * case.epochs
+        hand = Row(f"train: {case.name}", "hand-written loop", baseline=True)
+        gd = Row(f"train: {case.name}", "gdlab train.py path", note=" ".join(extra))
+        for r in range(repeats):
+            pair = [(hand, lambda c=case: run_hand_loop(c)), (gd, lambda c=case: run_gdlab(c, extra))]
+            for row, fn in pair if r % 2 == 0 else pair[::-1]:  # alternate which variant goes first
+                row.values.append(samples / fn())
+        rows += [hand, gd]
+    return rows
+
+
+def default_callbacks() -> list[str]:
+    with tempfile.TemporaryDirectory() as tmp:
+        return list(compose_cfg(tmp, []).get("callbacks") or {})
+
+
+def bench_callbacks(repeats: int, quick: bool, extra: list[str]) -> list[Row]:
+    """Where gdlab's per-step time goes: the default config with one callback (or the logger) off at a
+    time, and bare Lightning (no callbacks, no logger), against the hand-written loop."""
+    rows = []
+    for case in training_cases(quick)[:1]:
+        samples = case.batch_size * case.steps_per_epoch * case.epochs
+        comparison = f"per-step cost: {case.name}"
+        variants: list[tuple[Row, Callable[[], float]]] = [
+            (Row(comparison, "hand-written loop", baseline=True), lambda c=case: run_hand_loop(c)),
+            (Row(comparison, "gdlab, default config"), lambda c=case: run_gdlab(c, extra)),
+        ]
+        offs = (
+            [] if quick else [[f"callbacks.{name}=null"] for name in default_callbacks()] + [["logger=none"]]
+        )
+        offs.append(["callbacks=none", "logger=none"])
+        for off in offs:
+            label = "bare Lightning: " + " ".join(off) if len(off) > 1 else f"without {off[0]}"
+            variants.append((Row(comparison, label), lambda c=case, o=off: run_gdlab(c, [*extra, *o])))
+        for r in range(repeats):
+            shift = r % len(variants)  # rotate the order so no variant always runs first
+            for row, fn in variants[shift:] + variants[:shift]:
+                row.values.append(samples / fn())
+        rows += [row for row, _ in variants]
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. In-memory batching vs DataLoader(TensorDataset)
+
+
+def bench_batching(repeats: int, quick: bool) -> list[Row]:
+    from torch.utils.data import DataLoader, TensorDataset
+
+    rows = []
+    n = 4096 if quick else 65536
+    x, y = torch.randn(n, 16), torch.randn(n, 1)
+    for bs in (64, 1024):
+        ours = InMemoryBatches(x, y, batch_size=bs, shuffle=True, seed=0)
+        theirs = DataLoader(TensorDataset(x, y), batch_size=bs, shuffle=True)
+        a = Row(f"batching: one shuffled epoch, batch {bs}", "DataLoader(TensorDataset)", baseline=True)
+        b = Row(f"batching: one shuffled epoch, batch {bs}", "gdlab InMemoryBatches")
+        for r in range(repeats):
+            pair = [(a, theirs), (b, ours)]
+            for row, loader in pair if r % 2 == 0 else pair[::-1]:
+                start = time.perf_counter()
+                count = sum(len(xb) for xb, _ in loader)
+                row.values.append(count / (time.perf_counter() - start))
+                assert count == n
+        rows += [a, b]
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. PlainSGD.step() vs torch.optim.SGD
+
+
+def model_with_tensors(n_tensors: int) -> nn.Module:
+    """An MLP whose parameter count is ``n_tensors`` tensors (weights + biases), width 64."""
+    layers = [nn.Linear(64, 64) for _ in range(n_tensors // 2)]
+    return nn.Sequential(*layers)
+
+
+def bench_optimizer(repeats: int, quick: bool) -> list[Row]:
+    rows = []
+    steps = 20 if quick else 500
+    for n_tensors in (20, 200):
+        torch.manual_seed(0)
+        base = model_with_tensors(n_tensors)
+        grads = [torch.randn_like(p) for p in base.parameters()]
+        makers: dict[str, Callable] = {
+            "torch.optim.SGD (default)": lambda ps: torch.optim.SGD(ps, lr=0.01),
+            "torch.optim.SGD (foreach=True)": lambda ps: torch.optim.SGD(ps, lr=0.01, foreach=True),
+            "gdlab PlainSGD": lambda ps: PlainSGD(ps, lr=0.01),
+        }
+        comparison = f"optimizer step: {n_tensors} parameter tensors"
+        out = {name: Row(comparison, name, unit="us", baseline=name.endswith("(default)")) for name in makers}
+        finals: dict[str, list[torch.Tensor]] = {}
+        for r in range(repeats):
+            order = list(makers) if r % 2 == 0 else list(makers)[::-1]
+            for name in order:
+                model = copy.deepcopy(base)
+                params = list(model.parameters())
+                for p, g in zip(params, grads, strict=True):
+                    p.grad = g.clone()
+                opt = makers[name](params)
+                opt.step()  # warm-up (first-call dispatch)
+                start = time.perf_counter()
+                for _ in range(steps):
+                    opt.step()
+                out[name].values.append((time.perf_counter() - start) / steps * 1e6)
+                finals[name] = [p.detach().clone() for p in params]
+        reference = finals["torch.optim.SGD (default)"]
+        for name, final in finals.items():  # same grads, same number of steps: bitwise the same weights
+            assert all(torch.equal(a, b) for a, b in zip(final, reference, strict=True)), name
+        out["gdlab PlainSGD"].note = "parameters bitwise equal to torch.optim.SGD"
+        rows += list(out.values())
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. Start-up
+
+
+def wall(cmd: list[str], cwd: Path) -> float:
+    start = time.perf_counter()
+    proc = subprocess.run(
+        cmd, cwd=cwd, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+    )
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")
+    return seconds
+
+
+TINY_RUN = ["trainer.max_epochs=1", "data.n_samples=200"]  # default config otherwise: logger, callbacks
+
+
+def tiny_run_cmd(root: str) -> list[str]:
+    return [sys.executable, str(REPO_ROOT / "train.py"), *TINY_RUN, f"paths.root={root}"]
+
+
+def bench_startup(repeats: int) -> list[Row]:
+    a = Row("start-up: wall time", 'python -c "import lightning"', unit="s", baseline=True)
+    b = Row(
+        "start-up: wall time", f"python train.py {' '.join(TINY_RUN)} (3 steps, test, metrics.json)", unit="s"
+    )
+    with tempfile.TemporaryDirectory() as root:
+        for r in range(repeats):
+            pair = [(a, [sys.executable, "-c", "import lightning"]), (b, tiny_run_cmd(root))]
+            for row, cmd in pair if r % 2 == 0 else pair[::-1]:
+                row.values.append(wall(cmd, REPO_ROOT))
+    return [a, b]
+
+
+def import_costs(top: int = 10) -> tuple[float, list[tuple[str, float]]]:
+    """What ``import gdlab.train`` spends, from ``python -X importtime``: the total and the self times
+    summed per top-level package (torch, lightning, scipy, ...), largest first."""
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", "import gdlab.train"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+    )
+    per_package: dict[str, float] = {}
+    total = 0.0
+    for line in proc.stderr.splitlines():
+        m = re.match(r"import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)", line)
+        if m:
+            package = m.group(4).split(".")[0]
+            per_package[package] = per_package.get(package, 0.0) + int(m.group(1)) / 1e6
+            total += int(m.group(1)) / 1e6
+    return total, sorted(per_package.items(), key=lambda kv: -kv[1])[:top]
+
+
+# ---------------------------------------------------------------------------------------------
+# Profile and report
+
+
+def profile_training(case_name: str, extra: list[str], top: int = 30) -> str:
+    case = {c.name.split()[0].lower(): c for c in training_cases(quick=False)}[case_name]
+    with tempfile.TemporaryDirectory() as tmp:
+        _, datamodule, module, trainer = build_gdlab(case, extra, tmp)
+        profiler = cProfile.Profile()
+        profiler.enable()
+        trainer.fit(module, datamodule=datamodule)
+        profiler.disable()
+    steps = trainer.global_step
+    buf = io.StringIO()
+    stats = pstats.Stats(profiler, stream=buf)
+    stats.sort_stats("cumulative").print_stats(top)
+    stats.sort_stats("tottime").print_stats(top)
+    return f"{case.name}: {steps} steps\n{buf.getvalue()}"
+
+
+def fmt(value: float, unit: str) -> str:
+    if unit == "samples/s":
+        return f"{value:,.0f}"
+    return f"{value:.3f}" if unit == "s" else f"{value:.1f}"
+
+
+def table(rows: list[Row]) -> str:
+    lines = [
+        "| comparison | variant | median | min - max | unit | ratio |",
+        "| --- | --- | ---: | ---: | --- | ---: |",
+    ]
+    baselines = {r.comparison: r for r in rows if r.baseline}
+    for r in rows:
+        base = baselines.get(r.comparison)
+        if base is None or r is base:
+            ratio = "1.00x (ref)" if r is base else ""
+        else:  # ratios read "x of the reference": throughput ratio, or time ratio
+            ratio = f"{r.median / base.median:.2f}x"
+        note = f" ({r.note})" if r.note else ""
+        lines.append(
+            f"| {r.comparison} | {r.variant}{note} | {fmt(r.median, r.unit)} | "
+            f"{fmt(min(r.values), r.unit)} - {fmt(max(r.values), r.unit)} | {r.unit} | {ratio} |"
+        )
+    return "\n".join(lines)
+
+
+def header(args: argparse.Namespace) -> str:
+    import lightning
+
+    return (
+        f"gdlab benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads), "
+        f"lightning {lightning.__version__}, repeats {args.repeats}{' (quick)' if args.quick else ''}.\n"
+        f"Command: `python scripts/benchmark.py {' '.join(sys.argv[1:])}`".rstrip()
+    )
+
+
+def main(argv: list[str] | None = None) -> str:
+    sections = ["training", "callbacks", "batching", "optimizer", "startup"]
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, one repeat: checks that it runs")
+    parser.add_argument("--repeats", type=int, default=None, help="repeats per variant (default 5, quick 1)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads for every variant")
+    parser.add_argument("--only", default=",".join(sections), help=f"comma-separated subset of {sections}")
+    parser.add_argument(
+        "--out", default=str(REPO_ROOT / "outputs" / "benchmarks"), help="where the table goes"
+    )
+    parser.add_argument(
+        "--override", action="append", default=[], help="extra config override for gdlab's training runs"
+    )
+    parser.add_argument("--profile", choices=["linear", "mlp", "cnn"], help="cProfile gdlab's fit and stop")
+    args = parser.parse_args(argv)
+    args.repeats = args.repeats or (1 if args.quick else 5)
+    torch.set_num_threads(args.threads)
+    chosen = [s.strip() for s in args.only.split(",") if s.strip()]
+    if unknown := set(chosen) - set(sections):
+        parser.error(f"--only: unknown section(s) {sorted(unknown)}; choose from {sections}")
+
+    if args.profile:
+        report = profile_training(args.profile, args.override)
+        print(report)
+        return report
+
+    import logging
+    import warnings
+
+    # Lightning's per-fit banners and the CPU-only hints would bury the table.
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module="lightning")
+
+    rows: list[Row] = []
+    extra_lines = []
+    if "training" in chosen:
+        rows += bench_training(args.repeats, args.quick, args.override)
+    if "callbacks" in chosen:
+        rows += bench_callbacks(args.repeats, args.quick, args.override)
+    if "batching" in chosen:
+        rows += bench_batching(args.repeats, args.quick)
+    if "optimizer" in chosen:
+        rows += bench_optimizer(args.repeats, args.quick)
+    if "startup" in chosen:
+        rows += bench_startup(args.repeats)
+        total, costs = import_costs()
+        extra_lines = [
+            "",
+            f"`import gdlab.train` takes {total:.2f} s of imports (`python -X importtime`); "
+            "self time per top-level package:",
+            "",
+        ]
+        extra_lines += [f"- `{name}`: {sec:.2f} s" for name, sec in costs]
+
+    report = "\n".join([header(args), "", table(rows), *extra_lines]) + "\n"
+    print(report)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"benchmark-{datetime.now():%Y-%m-%d_%H-%M-%S}{'-quick' if args.quick else ''}.md"
+    path.write_text(report)
+    (out / "latest.md").write_text(report)
+    print(f"written to {path}")
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""scripts/benchmark.py --quick runs every comparison end to end and writes its table (no timing asserted)."""
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def test_quick_benchmark_writes_every_comparison(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "scripts" / "benchmark.py"), "--quick", "--out", str(tmp_path)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (table,) = [p for p in tmp_path.glob("benchmark-*-quick.md")]
+    text = table.read_text()
+    assert (tmp_path / "latest.md").read_text() == text
+    assert "| comparison | variant | median | min - max | unit | ratio |" in text
+    assert text.split("| --- |")[0].split("\n")[0] in proc.stdout  # the table is printed too
+    for comparison in [
+        "train: linear (5 features) batch 64",
+        "train: MLP 16-256-256-1 batch 1024",
+        "train: CNN 1x28x28 batch 256",
+        "per-step cost: linear (5 features) batch 64",
+        "batching: one shuffled epoch, batch 64",
+        "batching: one shuffled epoch, batch 1024",
+        "optimizer step: 20 parameter tensors",
+        "optimizer step: 200 parameter tensors",
+        "start-up: wall time",
+    ]:
+        rows = [line for line in text.splitlines() if line.startswith(f"| {comparison} |")]
+        assert len(rows) >= 2, comparison
+        assert "1.00x (ref)" in rows[0], rows[0]
+        # every other variant has a positive median and a ratio to the reference
+        for row in rows[1:]:
+            cells = [c.strip() for c in row.strip("|").split("|")]
+            assert float(cells[2].replace(",", "")) > 0 and re.fullmatch(r"\d+\.\d\dx", cells[5]), row
+    assert "bitwise equal to torch.optim.SGD" in text
+    assert "python -X importtime" in text and re.search(r"- `torch[\w.]*`: \d+\.\d\d s", text)
+
+
+def test_unknown_section_is_a_clear_error(tmp_path):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO_ROOT / "scripts" / "benchmark.py"),
+            "--only",
+            "trainnig",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2 and "unknown section(s) ['trainnig']" in proc.stderr
