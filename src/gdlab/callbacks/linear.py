@@ -10,7 +10,7 @@ rate) describes exactly the problem gradient descent is solving.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import lightning as L
 import torch
@@ -21,27 +21,40 @@ from gdlab.analysis import Reference
 
 @dataclass
 class LinearView:
-    """The live parameters of a linear model and the closed-form facts about its problem."""
+    """The live parameters of a linear model and the closed-form facts about its problem.
+
+    ``reference`` and ``true_theta`` stay on the CPU (for pictures); the per-step quantities use
+    copies made once on the parameters' device, so no step copies anything between host and device.
+    """
 
     weight: Tensor  # the (k, d) parameter itself (W in y_hat = x W^T + b)
     bias: Tensor | None  # the (k,) parameter, or None for a model without bias
     reference: Reference  # least squares on the train split (w* is (d, k), b* is (k,))
     true_theta: Tensor | None  # the generating parameters [w*; b*] (float64, (d [+1], k)), when known
 
-    def theta(self, dtype: torch.dtype) -> tuple[Tensor, Tensor | None]:
-        """The current ``(w, b)`` in the reference's layout (``w`` is ``(d, k)``), detached, in ``dtype``."""
-        w = self.weight.detach().T.to(dtype)
-        return w, None if self.bias is None else self.bias.detach().to(dtype)
-
-    def flat(self, dtype: torch.dtype) -> Tensor:
-        """``[w; b]`` stacked as one ``(d [+1], k)`` tensor."""
-        w, b = self.theta(dtype)
-        return w if b is None else torch.cat([w, b.unsqueeze(0)], dim=0)
-
-    def optimum(self, device: torch.device, dtype: torch.dtype) -> Tensor:
+    def __post_init__(self) -> None:
+        device, self.dtype = self.weight.device, exact_dtype(self.weight.device)
         ref = self.reference
-        theta = ref.w if not ref.bias else torch.cat([ref.w, ref.b.unsqueeze(0)], dim=0)
-        return theta.to(device=device, dtype=dtype)
+        self.device_reference = replace(
+            ref,
+            w=ref.w.to(device=device, dtype=self.dtype),
+            b=ref.b.to(device=device, dtype=self.dtype),
+            hessian=ref.hessian.to(device=device, dtype=self.dtype),
+        )
+        optimum = ref.w if not ref.bias else torch.cat([ref.w, ref.b.unsqueeze(0)], dim=0)
+        self.device_optimum = optimum.to(device=device, dtype=self.dtype)
+        truth = self.true_theta
+        self.device_truth = None if truth is None else truth.to(device=device, dtype=self.dtype)
+
+    def theta(self) -> tuple[Tensor, Tensor | None]:
+        """The current ``(w, b)`` in the reference's layout (``w`` is ``(d, k)``), detached, exact dtype."""
+        w = self.weight.detach().T.to(self.dtype)
+        return w, None if self.bias is None else self.bias.detach().to(self.dtype)
+
+    def flat(self) -> Tensor:
+        """``[w; b]`` stacked as one ``(d [+1], k)`` tensor."""
+        w, b = self.theta()
+        return w if b is None else torch.cat([w, b.unsqueeze(0)], dim=0)
 
 
 def exact_dtype(device: torch.device) -> torch.dtype:

@@ -129,7 +129,7 @@ class DescentPictures(L.Callback):
         preds, targets = [], []
         for x, y in dm.val_dataloader():
             preds.append(pl_module(x.to(param.device)).argmax(dim=-1).cpu())
-            targets.append(y.cpu())
+            targets.append((y.argmax(dim=-1) if y.ndim > 1 else y).cpu())  # one-hot targets: their class
         matrix = figures.confusion_matrix(torch.cat(preds), torch.cat(targets), num_classes)
         accuracy = float(matrix.diagonal().sum()) / max(int(matrix.sum()), 1)
         return figures.draw_confusion(matrix, f"validation, {title}: accuracy {accuracy:.3f}")
