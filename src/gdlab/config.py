@@ -6,8 +6,12 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from gdlab.schema import register_schemas
+
 # conf/ sits at the repository root, two levels above this package (src/gdlab/).
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+# conf/train.yaml's defaults start with the schema (gdlab.schema): it must be stored before any compose.
+register_schemas()
 
 
 def config_tree(cfg: DictConfig) -> str:

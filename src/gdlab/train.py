@@ -11,11 +11,15 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from gdlab.checkpoint import LastCheckpoint, check_fits, load_checkpoint, resolve_ckpt_path, resume_argv
 from gdlab.checks import check_data_model_loss, check_network_outputs
+from gdlab.cli import describe, hand_errors_to_cli, run_cli
 from gdlab.config import CONFIG_DIR, print_config, save_config
 from gdlab.dashboard import log_hparams
 from gdlab.module import GDModule
 from gdlab.results import to_number, write_metrics
+from gdlab.rundir import check_run_dir
+from gdlab.schema import check_ranges
 from gdlab.sweep import in_multirun, record_failed_job
 
 log = logging.getLogger(__name__)
@@ -61,10 +65,33 @@ def run_status(trainer: L.Trainer) -> dict[str, Any]:
     return {"status": "completed"}
 
 
+def start_checkpoint(cfg: DictConfig, module: GDModule, output_dir: Path) -> str | None:
+    """The checkpoint fit() resumes from (``resume`` or ``ckpt_path``), checked to exist and to fit the
+    model, so a wrong path or a checkpoint of another model is one clear line before training."""
+    resolved = resolve_ckpt_path(cfg, output_dir)
+    if resolved is None:
+        return None
+    setting, path = resolved
+    check_fits(module, load_checkpoint(path, setting), setting, cfg.model.get("_target_", "?"))
+    log.info("resuming from %s", path)
+    return str(path)
+
+
+def _save_interrupted(trainer: L.Trainer | None) -> None:
+    """After Ctrl+C inside fit: write last.ckpt (where the LastCheckpoint callback keeps it)."""
+    if trainer is None or not trainer.interrupted:
+        return
+    for callback in trainer.callbacks:
+        if isinstance(callback, LastCheckpoint):
+            callback.save(trainer)
+            log.info("interrupted at step %d: saved %s", trainer.global_step, callback.path)
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run one training job described by ``cfg``; return the record written to metrics.json."""
     _route_lightning_logs_to_hydra()
     output_dir = Path(cfg.paths.output_dir)
+    check_run_dir(output_dir, resuming=bool(cfg.get("resume")))
     print_config(cfg)
     save_config(cfg, output_dir)
     log.info("run directory: %s", output_dir.resolve())
@@ -72,13 +99,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     metrics: dict[str, Any] = {}
     trainer = None
     try:
+        check_ranges(cfg)
         L.seed_everything(cfg.seed, workers=True, verbose=False)
         datamodule, module, trainer = build(cfg)
         if hasattr(datamodule, "true_params"):
             truth = {k: to_number(v) for k, v in datamodule.true_params().items()}
             log.info("true parameters of the data: %s", truth)
 
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        ckpt_path = start_checkpoint(cfg, module, output_dir)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         metrics.update({k: to_number(v) for k, v in trainer.callback_metrics.items()})
         status = run_status(trainer)
         if status["status"] == "completed":
@@ -86,13 +115,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             trainer.test(module, datamodule=datamodule, verbose=True)
             metrics.update({k: to_number(v) for k, v in trainer.callback_metrics.items()})
         metrics.update(epoch=trainer.current_epoch, step=trainer.global_step)
-    except KeyboardInterrupt:
-        write_metrics(output_dir, metrics, status="interrupted")
+    except (KeyboardInterrupt, SystemExit):
+        # Lightning turns Ctrl+C inside fit() into its own shutdown followed by sys.exit(1).
+        _save_interrupted(trainer)
+        where = {"epoch": trainer.current_epoch, "step": trainer.global_step} if trainer is not None else {}
+        write_metrics(output_dir, metrics, status="interrupted", **where)
         raise
     except Exception as err:
-        write_metrics(
-            output_dir, metrics, status="failed", error=f"{type(err).__name__}: {err}".splitlines()[0]
-        )
+        write_metrics(output_dir, metrics, status="failed", error=describe(err))
         log_hparams(trainer, cfg, {**metrics, "status": "failed"}, best_effort=True)
         raise
     metrics.update({k: v for k, v in status.items() if k != "status"})
@@ -103,8 +133,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
-def main(cfg: DictConfig) -> float | None:
-    """Entry point of ``python train.py`` and ``gdlab-train``; returns ``cfg.optimized_metric``."""
+@hand_errors_to_cli
+def hydra_main(cfg: DictConfig) -> float | None:
+    """The Hydra task (one job of a run or sweep); returns ``cfg.optimized_metric``."""
     try:
         metrics = train(cfg)
     except Exception as err:
@@ -114,6 +145,12 @@ def main(cfg: DictConfig) -> float | None:
         return None
     value = metrics.get(cfg.get("optimized_metric"))
     return float(value) if isinstance(value, (int, float)) else None
+
+
+def main() -> float | None:
+    """Entry point of ``python train.py`` and ``gdlab-train``: the Hydra task behind the one-line error
+    layer (gdlab.cli), with ``resume=<run dir>|last`` restoring that run's directory and overrides."""
+    return run_cli(hydra_main, rewrite_argv=resume_argv)
 
 
 if __name__ == "__main__":

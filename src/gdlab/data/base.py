@@ -35,10 +35,10 @@ def split_sizes(n_samples: int, val_fraction: float, test_fraction: float) -> tu
         )
     n_val, n_test = round(n_samples * val_fraction), round(n_samples * test_fraction)
     n_train = n_samples - n_val - n_test
-    if min(n_train, n_val, n_test) < 1:
+    if min(n_train, n_val, n_test) < 2:  # R^2 (and any variance) needs two samples per split
         raise ConfigError(
-            f"data.n_samples={n_samples} is too small for the splits (train={n_train}, val={n_val}, test={n_test}): "
-            "raise data.n_samples"
+            f"data.n_samples={n_samples} is too small for the splits (train={n_train}, val={n_val}, test={n_test}; "
+            "each needs >= 2): raise data.n_samples"
         )
     return n_train, n_val, n_test
 

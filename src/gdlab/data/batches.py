@@ -38,7 +38,9 @@ class InMemoryBatches:
         self.seed = seed
         self.drop_last = drop_last
         self.epoch = 0
+        self._served = 0  # batches handed out so far in the current pass
         self.rank, self.world_size = 0, 1  # see shard()
+        self._resume_state: dict[str, int] | None = None
 
     # Lightning's fit loop calls ``loader.sampler.set_epoch(epoch)`` at each epoch start;
     # exposing ourselves as the "sampler" is how a plain iterable receives the epoch.
@@ -90,13 +92,33 @@ class InMemoryBatches:
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         return torch.randperm(self.n, generator=gen)
 
+    # Mid-epoch resume. Lightning stores ``state_dict()`` of a stateful train loader in every checkpoint
+    # (``loops.fit_loop.state_dict.combined_loader``) and calls ``load_state_dict`` before the resumed
+    # epoch's ``iter()``. Our length is known, so Lightning prefetches nothing: when a checkpoint is
+    # saved after training on batch ``i``, exactly ``i + 1`` batches have been served, and the resumed
+    # pass continues with batch ``i + 1`` of the same ``(seed, epoch)`` order.
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "batches_served": self._served}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        self._resume_state = {k: int(v) for k, v in state_dict.items()}
+
+    def _start(self) -> int:
+        """First batch of this pass: where a restored state left off (same epoch, mid-pass), else 0."""
+        state, self._resume_state = self._resume_state, None
+        if state and state["epoch"] == self.epoch and 0 < state["batches_served"] < len(self):
+            return state["batches_served"]
+        return 0
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
-        if self.shuffle:
-            order = self.permutation(self.epoch).to(self.tensors[0].device)
-            for i in range(len(self)):
-                lo, hi = self._bounds(i)
-                yield tuple(t.index_select(0, order[lo:hi]) for t in self.tensors)
-        else:
-            for i in range(len(self)):
-                lo, hi = self._bounds(i)
+        start = self._start()
+        self._served = start
+        order = self.permutation(self.epoch).to(self.tensors[0].device) if self.shuffle else None
+        for i in range(start, len(self)):
+            self._served = i + 1  # counted before the yield: the consumer holds batch i from here on
+            lo, hi = self._bounds(i)
+            if order is not None:
+                idx = order[lo:hi]
+                yield tuple(t.index_select(0, idx) for t in self.tensors)
+            else:
                 yield tuple(t[lo:hi] for t in self.tensors)

@@ -1,0 +1,183 @@
+"""Checkpoints: ``last.ckpt`` written so a killed run can resume, and ``ckpt_path=<file>`` /
+``resume=<run dir>|last`` checked up front.
+
+Every check raises a ConfigError naming the setting and the fix, before anything trains: a missing
+file, a file that is not a checkpoint, a checkpoint whose weights do not fit the configured model.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Checkpoint
+from omegaconf import OmegaConf
+
+from gdlab.cli import drop_overridden, override_key
+from gdlab.config import CONFIG_DIR
+from gdlab.errors import ConfigError
+
+LAST = "last"
+LAST_CKPT = Path("checkpoints") / "last.ckpt"
+
+
+class LastCheckpoint(Checkpoint):
+    """Keep ``<dirpath>/last.ckpt`` the newest full training state: every ``every_n_train_steps``
+    optimizer steps, at each epoch end (after validation) and when training ends.
+
+    Lightning 2.6's ``ModelCheckpoint(save_last=True)`` only rewrites last.ckpt when it also saves a
+    top-k checkpoint, so after an epoch without a better ``val/loss`` last.ckpt is not the final state.
+    The file is written to a temporary name and renamed: a process killed mid-write leaves the previous
+    last.ckpt intact, never a truncated one.
+    """
+
+    def __init__(self, dirpath: str, every_n_train_steps: int = 100) -> None:
+        if (
+            isinstance(every_n_train_steps, bool)
+            or not isinstance(every_n_train_steps, int)
+            or every_n_train_steps < 0
+        ):
+            raise ConfigError(
+                f"callbacks.last_checkpoint.every_n_train_steps={every_n_train_steps!r} must be an integer >= 0 "
+                "(0: only at epoch ends)"
+            )
+        self.dirpath = Path(dirpath)
+        self.every_n_train_steps = every_n_train_steps
+        self._saved_step = -1
+
+    @property
+    def path(self) -> Path:
+        return self.dirpath / "last.ckpt"
+
+    def save(self, trainer: L.Trainer, again: bool = False) -> None:
+        """Write last.ckpt now (all ranks call it; rank 0 writes); once per optimizer step unless ``again``."""
+        if (
+            trainer.fast_dev_run
+            or trainer.sanity_checking
+            or (self._saved_step == trainer.global_step and not again)
+        ):
+            return
+        tmp = self.dirpath / ".last.ckpt.tmp"
+        trainer.save_checkpoint(tmp, weights_only=False)
+        if trainer.is_global_zero:
+            os.replace(tmp, self.path)
+        self._saved_step = trainer.global_step
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        n = self.every_n_train_steps
+        if n and trainer.global_step % n == 0:
+            self.save(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # The hook Lightning's fit loop expects epoch checkpoints in (the epoch counts as processed, its
+        # validation has run): a resume starts the next epoch. It replaces a step save of the same step,
+        # taken before validation. (A save at on_validation_end resumes into an empty epoch remainder.)
+        self.save(trainer, again=True)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.save(trainer)
+
+
+def load_checkpoint(path: str | os.PathLike, setting: str = "ckpt_path") -> dict[str, Any]:
+    """``torch.load(path, weights_only=True)``, with one clear line for a missing or unreadable file."""
+    path = Path(path)
+    if not path.is_file():
+        hint = "pass an existing .ckpt file, e.g. outputs/runs/<time>/checkpoints/last.ckpt"
+        raise ConfigError(f"{setting}={path} does not exist: {hint}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ConfigError(
+            f"{setting}={path} is not a readable checkpoint ({type(err).__name__}): "
+            "it may be truncated or not a Lightning .ckpt; pass another file"
+        ) from err
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise ConfigError(f"{setting}={path} has no state_dict: pass a Lightning checkpoint (.ckpt) of gdlab")
+    return ckpt
+
+
+def checkpoint_model(ckpt: dict[str, Any]) -> str:
+    """The model ``_target_`` the checkpoint was trained with (from its saved run config), if known."""
+    config = (ckpt.get("hyper_parameters") or {}).get("config") or {}
+    return str((config.get("model") or {}).get("_target_", "an unknown model"))
+
+
+def check_fits(module: torch.nn.Module, ckpt: dict[str, Any], setting: str, model_target: str) -> None:
+    """Raise a ConfigError unless the checkpoint's weights have exactly the module's names and shapes."""
+    want = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    have = {k: tuple(v.shape) for k, v in ckpt["state_dict"].items()}
+    if want == have:
+        return
+    missing, unexpected = sorted(set(want) - set(have)), sorted(set(have) - set(want))
+    shapes = [f"{k} {have[k]} vs {want[k]}" for k in sorted(set(want) & set(have)) if want[k] != have[k]]
+    detail = "; ".join(
+        part
+        for part in (
+            f"missing {', '.join(missing[:3])}" if missing else "",
+            f"unexpected {', '.join(unexpected[:3])}" if unexpected else "",
+            f"shape {', '.join(shapes[:3])}" if shapes else "",
+        )
+        if part
+    )
+    raise ConfigError(
+        f"{setting} holds weights of {checkpoint_model(ckpt)} that do not fit model={model_target} "
+        f"with this data ({detail}): use the model and data the checkpoint was trained with"
+    )
+
+
+def latest_run(root: str | os.PathLike) -> Path:
+    """The newest ``<root>/runs/<time>...`` directory that holds ``checkpoints/last.ckpt``."""
+    runs = Path(root) / "runs"
+    candidates = sorted(p for p in runs.glob("*") if (p / LAST_CKPT).is_file()) if runs.is_dir() else []
+    if not candidates:
+        raise ConfigError(
+            f"resume=last: no run under {runs} has {LAST_CKPT}: train first, or pass resume=<run dir>"
+        )
+    return candidates[-1]  # names start with the start time (%Y-%m-%d_%H-%M-%S-%f): they sort by it
+
+
+def resume_argv(args: list[str]) -> list[str]:
+    """Rewrite ``train.py`` overrides for ``resume=<run dir>|last`` (and ``ckpt_path=last``).
+
+    The run continues in its own directory (``hydra.run.dir``), hence the same TensorBoard run and
+    metrics.json, with the overrides it was started with; overrides given now win (e.g. a larger
+    ``trainer.max_epochs`` to train longer). ``train()`` then loads ``<run dir>/checkpoints/last.ckpt``.
+    """
+    values = {override_key(a): a.split("=", 1)[1] for a in args if "=" in a}
+    target = values.get("resume")
+    if target in (None, "null") and values.get("ckpt_path") != LAST:
+        return args
+    if target in (None, "null"):
+        target = LAST
+    if any(a in ("-m", "--multirun") for a in args):
+        raise ConfigError("resume continues one run: drop -m/--multirun (or resume each job on its own)")
+    if target == LAST:
+        root = values.get("paths.root") or OmegaConf.load(Path(CONFIG_DIR) / "paths" / "default.yaml").root
+        run_dir = latest_run(root)
+    else:
+        run_dir = Path(target)
+        if not (run_dir / LAST_CKPT).is_file():
+            raise ConfigError(
+                f"resume={target}: {run_dir / LAST_CKPT} does not exist: pass a run directory that holds "
+                "one (e.g. outputs/runs/<time>), or resume=last"
+            )
+    run_dir = run_dir.resolve()
+    overrides_file = run_dir / ".hydra" / "overrides.yaml"
+    original = [str(o) for o in OmegaConf.load(overrides_file)] if overrides_file.is_file() else []
+    given = [a for a in args if override_key(a) not in ("resume", "ckpt_path", "hydra.run.dir")]
+    restored = drop_overridden(original, [*given, "resume", "ckpt_path", "hydra.run.dir"])
+    # Quoted: run directory names may hold "=" and "," (they list a run's overrides).
+    return [*restored, *given, f"resume='{run_dir}'", f"hydra.run.dir='{run_dir}'"]
+
+
+def resolve_ckpt_path(cfg: Any, output_dir: Path) -> tuple[str, Path] | None:
+    """``(setting, checkpoint file)`` this run starts from: ``resume`` -> its last.ckpt, else ``ckpt_path``."""
+    if cfg.get("resume"):
+        return "resume", output_dir / LAST_CKPT
+    ckpt_path = cfg.get("ckpt_path")
+    if not ckpt_path:
+        return None
+    return "ckpt_path", output_dir / LAST_CKPT if ckpt_path == LAST else Path(ckpt_path)

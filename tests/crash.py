@@ -1,0 +1,27 @@
+"""Test-only callbacks that end a training process abruptly at a chosen optimizer step."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import lightning as L
+
+
+class SignalAtStep(L.Callback):
+    """Send ``signal_name`` (SIGKILL: no cleanup at all) to this process after optimizer step ``step``.
+
+    Only once: it leaves a marker file in the run directory, so the resumed run (which restores the
+    same overrides, this callback included) goes past that step.
+    """
+
+    def __init__(self, step: int, signal_name: str = "SIGKILL") -> None:
+        self.step = step
+        self.signal = getattr(signal, signal_name)
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
+        marker = Path(trainer.default_root_dir) / ".signal-sent"
+        if trainer.global_step == self.step and not marker.exists():
+            marker.write_text(f"{signal.Signals(self.signal).name} at step {self.step}\n")
+            os.kill(os.getpid(), self.signal)

@@ -1,0 +1,209 @@
+"""Every bad input the README's table lists: one line naming the setting and the fix, exit status 1, no
+traceback, and no run left looking finished. Runs `train.py`'s real entry point (Hydra included) in-process;
+tests/test_cli.py and the subprocess cases at the end check the same from a shell."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from gdlab import evaluate, rundir
+from gdlab import train as train_module
+from tests.conftest import REPO_ROOT, make_cfg, run_train
+
+FAST = ("trainer.max_epochs=1", "logger=none", "callbacks=minimal", "trainer=cpu")
+MNIST_FILES = [
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+]
+
+
+def _cli(monkeypatch, capsys, entry, *args: str) -> str:
+    """Run ``entry`` (train or eval main) with ``args``; return its one error line (asserting there is one)."""
+    monkeypatch.setattr(sys, "argv", ["train.py", *args])
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    with pytest.raises(SystemExit) as exit_info:
+        entry()
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1, err[-2000:]
+    return lines[0]
+
+
+def _no_run_looks_finished(root: Path) -> None:
+    for path in root.rglob("metrics.json"):
+        assert json.loads(path.read_text())["status"] == "failed", path
+
+
+@pytest.fixture(scope="module")
+def linear_ckpt(tmp_path_factory) -> Path:
+    """A real checkpoint of the linear model (one tiny epoch)."""
+    out = tmp_path_factory.mktemp("linear_ckpt")
+    train_module.train(make_cfg(out, *FAST, "data.n_samples=100"))
+    return out / "checkpoints" / "last.ckpt"
+
+
+def _offline_dir(tmp_path: Path) -> Path:
+    (tmp_path / "data" / "mnist").mkdir(parents=True)
+    return tmp_path / "data"
+
+
+def _corrupt_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "data" / "mnist"
+    folder.mkdir(parents=True)
+    for name in MNIST_FILES:  # valid gzip, but not the published files: a checksum mismatch
+        (folder / f"{name}.gz").write_bytes(gzip.compress(b"not an idx file"))
+    return tmp_path / "data"
+
+
+# (id, overrides (with {tmp}, {ckpt} placeholders), the error line must match)
+CASES = [
+    ("unknown-option", ["model=foo"], r"model=foo is not an option: choose one of .*linear, mlp"),
+    (
+        "unknown-key",
+        ["optimizer.momentum=0.9"],
+        r"Could not override 'optimizer.momentum'.*\+optimizer.momentum",
+    ),
+    ("wrong-type", ["optimizer.lr=abc"], r"optimizer\.lr: Value 'abc' .* could not be converted to Float"),
+    (
+        "lr-zero",
+        ["optimizer.lr=0"],
+        r"optimizer\.lr=0\.0 must be finite and > 0: pass e\.g\. optimizer\.lr=0\.1",
+    ),
+    ("lr-not-finite", ["optimizer.lr=inf"], r"optimizer\.lr=inf must be finite and > 0"),
+    ("batch-size", ["data.batch_size=0"], r"data\.batch_size=0 must be an integer >= 1, or null"),
+    (
+        "n-samples",
+        ["data.n_samples=5"],
+        r"data\.n_samples=5 is too small for the splits .*raise data\.n_samples",
+    ),
+    (
+        "split-fraction",
+        ["data.val_fraction=1.5"],
+        r"data\.val_fraction=1\.5 must be strictly between 0 and 1",
+    ),
+    ("degree", ["data=polynomial", "data.degree=0"], r"data\.degree=0 must be an integer >= 1"),
+    (
+        "missing-files-offline",
+        ["data=mnist", "data.download=false", "paths.data_dir={offline}"],
+        r"MNIST needs train-images-idx3-ubyte\.gz.* \(data\.download=false\): put those files there",
+    ),
+    (
+        "corrupt-dataset-file",
+        ["data=mnist", "data.download=false", "paths.data_dir={corrupt}"],
+        r"train-images-idx3-ubyte\.gz has md5 .* the file is corrupt",
+    ),
+    ("loss-vs-data", ["loss=cross_entropy"], r"loss=cross_entropy needs classification data .*use loss=mse"),
+    (
+        "max-epochs",
+        ["trainer.max_epochs=0"],
+        r"trainer\.max_epochs=0 trains nothing: pass trainer\.max_epochs >= 1",
+    ),
+    (
+        "ckpt-missing",
+        ["ckpt_path={tmp}/nope.ckpt"],
+        r"ckpt_path=.*nope\.ckpt does not exist: pass an existing",
+    ),
+    ("ckpt-corrupt", ["ckpt_path={garbage}"], r"ckpt_path=.*garbage\.ckpt is not a readable checkpoint"),
+    (
+        "ckpt-other-model",
+        ["model=mlp", "ckpt_path={ckpt}"],
+        r"ckpt_path holds weights of gdlab\.models\.LinearModel that do not fit model=gdlab\.models\.MLP",
+    ),
+    ("resume-nothing", ["resume={tmp}"], r"resume=.*checkpoints/last\.ckpt does not exist"),
+    ("resume-last-nothing", ["resume=last"], r"resume=last: no run under .* has checkpoints/last\.ckpt"),
+    (
+        "output-dir-unwritable",
+        ["paths.root={tmp}/a_file/x"],
+        r"cannot write .*a_file.*pass a writable paths\.root",
+    ),
+]
+
+
+@pytest.mark.parametrize(("overrides", "match"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_is_one_clear_line(monkeypatch, capsys, tmp_path, linear_ckpt, overrides, match):
+    (tmp_path / "a_file").write_text("a file where a directory should be")
+    (tmp_path / "garbage.ckpt").write_bytes(b"\x00not a checkpoint")
+    places = {
+        "tmp": tmp_path,
+        "ckpt": linear_ckpt,
+        "garbage": tmp_path / "garbage.ckpt",
+        "offline": _offline_dir(tmp_path) if "{offline}" in str(overrides) else "",
+        "corrupt": _corrupt_dir(tmp_path) if "{corrupt}" in str(overrides) else "",
+    }
+    args = [o.format(**places) for o in overrides]
+    root = tmp_path / "outputs"
+    line = _cli(monkeypatch, capsys, train_module.main, *FAST, f"paths.root={root}", *args)
+    assert re.search(match, line), line
+    _no_run_looks_finished(root)
+
+
+def test_gpu_trainer_without_gpu(monkeypatch, capsys, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: trainer=gpu is valid here")
+    line = _cli(
+        monkeypatch, capsys, train_module.main, "trainer=gpu", "logger=none", f"paths.root={tmp_path}"
+    )
+    assert "trainer: No supported gpu backend found! Use trainer=cpu" in line
+    _no_run_looks_finished(tmp_path)
+    assert json.loads(next(tmp_path.rglob("metrics.json")).read_text())["error"].startswith(
+        "trainer: No supported"
+    )
+
+
+def test_a_finished_run_is_never_overwritten(monkeypatch, capsys, tmp_path, linear_ckpt):
+    finished = linear_ckpt.parents[1]
+    before = (finished / "metrics.json").read_text()
+    line = _cli(monkeypatch, capsys, train_module.main, *FAST, f"hydra.run.dir={finished}")
+    assert f"hydra.run.dir={finished} already holds a run (status: completed)" in line
+    assert f"resume={finished}" in line
+    assert (finished / "metrics.json").read_text() == before
+
+
+def test_full_disk_stops_before_training(monkeypatch, tmp_path):
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(rundir.shutil, "disk_usage", lambda path: usage._replace(free=10 * 2**20))
+    with pytest.raises(
+        ValueError, match=r"paths\.root: only 10\.0 MiB free on the disk .*free space or pass"
+    ):
+        train_module.train(make_cfg(tmp_path, *FAST))
+    assert not (tmp_path / "metrics.json").exists()
+
+
+def test_eval_without_ckpt_path(monkeypatch, capsys, tmp_path):
+    line = _cli(monkeypatch, capsys, evaluate.main, f"paths.root={tmp_path}")
+    assert "ckpt_path is required: pass ckpt_path=<value>" in line
+
+
+def test_eval_of_a_checkpoint_with_another_model(monkeypatch, capsys, tmp_path, linear_ckpt):
+    line = _cli(
+        monkeypatch, capsys, evaluate.main, f"ckpt_path={linear_ckpt}", "model=mlp", f"paths.root={tmp_path}"
+    )
+    assert "holds weights of gdlab.models.LinearModel that do not fit model=gdlab.models.MLP" in line
+    assert json.loads(next(tmp_path.rglob("metrics.json")).read_text())["status"] == "failed"
+
+
+@pytest.mark.slow
+def test_from_a_shell_one_line_and_verbose_gives_the_traceback(tmp_path):
+    proc = run_train("optimizer.lr=-1", *FAST, f"paths.root={tmp_path}")
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: optimizer.lr=-1.0 must be finite and > 0")
+    assert "Traceback" not in proc.stderr
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    record = json.loads((run_dir / "metrics.json").read_text())
+    assert record["status"] == "failed" and record["error"].startswith("optimizer.lr=-1.0 must be")
+
+    verbose = run_train("optimizer.lr=-1", *FAST, f"paths.root={tmp_path}", "--verbose")
+    assert verbose.returncode == 1 and "Traceback" in verbose.stderr and "ConfigError" in verbose.stderr
+    assert (REPO_ROOT / "eval.py").is_file()
