@@ -2,6 +2,7 @@
 real sweeper/launcher plugins, and a real TensorBoard server reading the finished sweep."""
 
 import contextlib
+import importlib.util
 import json
 import socket
 import subprocess
@@ -17,6 +18,15 @@ from omegaconf import OmegaConf
 from gdlab.config import CONFIG_DIR
 from tests.conftest import REPO_ROOT, run_train
 
+# These tests use the real plugins of the sweep extra (scripts/dev.sh installs it).
+needs_sweep_extra = pytest.mark.skipif(
+    importlib.util.find_spec("hydra_plugins.hydra_joblib_launcher") is None
+    or importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is None
+    or importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is None,
+    reason="needs the sweep extra: pip install -e '.[sweep]'",
+)
+pytestmark = needs_sweep_extra
+
 TINY = ("trainer.max_epochs=2", "data.n_samples=200", "callbacks=none")
 
 
@@ -27,9 +37,11 @@ def _jobs(root: Path) -> tuple[Path, list[Path]]:
 
 @pytest.fixture(scope="module")
 def failing_sweep(tmp_path_factory):
-    """lr=-1 fails (ConfigError) for both seeds; the other four jobs must still run."""
+    """lr=-1 fails (ConfigError) for both seeds; the other four jobs must still run. Jobs run in 2 parallel
+    worker processes (joblib launcher): failures are recorded there, the exit status is set here."""
     root = tmp_path_factory.mktemp("sweep")
-    proc = run_train("-m", "optimizer.lr=0.01,-1,0.1", "seed=0,1", f"paths.root={root}", *TINY)
+    sweep = ("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "optimizer.lr=0.01,-1,0.1", "seed=0,1")
+    proc = run_train(*sweep, f"paths.root={root}", *TINY)
     return proc, root
 
 
@@ -37,6 +49,7 @@ def failing_sweep(tmp_path_factory):
 def test_failed_jobs_are_recorded_and_the_sweep_goes_on(failing_sweep):
     proc, root = failing_sweep
     assert proc.returncode == 1, proc.stderr[-2000:]  # the command says something failed...
+    assert "Joblib.Parallel(n_jobs=2" in proc.stdout + proc.stderr
     assert "2 of 6 sweep jobs did not complete (2 failed)" in proc.stderr
     _, jobs = _jobs(root)
     records = [json.loads((j / "metrics.json").read_text()) for j in jobs]
@@ -142,25 +155,6 @@ def test_tensorboard_server_shows_runs_scalars_and_hparams(failing_sweep):
 
 
 @pytest.mark.slow
-def test_joblib_launcher_runs_jobs_in_parallel_processes(tmp_path):
-    proc = run_train(
-        "-m",
-        "hydra/launcher=joblib",
-        "hydra.launcher.n_jobs=2",
-        "optimizer.lr=0.01,0.1",
-        f"paths.root={tmp_path}",
-        *TINY,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "Joblib.Parallel(n_jobs=2" in proc.stdout + proc.stderr
-    sweep, jobs = _jobs(tmp_path)
-    assert len(jobs) == 2 and all(
-        json.loads((j / "metrics.json").read_text())["status"] == "completed" for j in jobs
-    )
-    assert "completed 1" in (sweep / "summary.md").read_text()
-
-
-@pytest.mark.slow
 def test_optuna_search_over_lr_and_width(tmp_path):
     proc = run_train("hparams_search=lr_optuna", "hydra.sweeper.n_trials=3", f"paths.root={tmp_path}", *TINY)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -223,10 +217,9 @@ main()
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("override", ["hydra/launcher=joblib", "hparams_search=lr_optuna"])
-def test_missing_plugin_is_one_clear_line(tmp_path, override):
+def test_missing_plugin_is_one_clear_line(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-c", STAND_IN, "-m", override, f"paths.root={tmp_path}", *TINY],
+        [sys.executable, "-c", STAND_IN, "-m", "hydra/launcher=joblib", f"paths.root={tmp_path}", *TINY],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
@@ -236,3 +229,30 @@ def test_missing_plugin_is_one_clear_line(tmp_path, override):
     assert "pip install -e '.[sweep]'" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "multirun").exists() or not any((tmp_path / "multirun").rglob("metrics.json"))
+
+
+def test_single_run_directory_names_say_what_differs():
+    from hydra_plugins.gdlab_plugins import _suffix
+
+    assert _suffix("") == ""  # runs/<time>
+    assert _suffix("model=mlp,optimizer.lr=0.1") == "_model=mlp,optimizer.lr=0.1"
+    long_a, long_b = "x=" + "1" * 300, "x=" + "1" * 299 + "2"
+    assert len(_suffix(long_a)) <= 121 and _suffix(long_a) != _suffix(long_b)
+
+
+def test_missing_sweeper_stand_in_names_the_extra():
+    from hydra.core.plugins import Plugins
+    from omegaconf import OmegaConf
+
+    from gdlab.errors import ConfigError
+
+    node = {"_target_": "hydra_plugins.gdlab_plugins.MissingSweeper", "sampler": {"seed": 0}}
+    node.update(group="hydra/sweeper", option="optuna", distribution="hydra-optuna-sweeper")
+    with pytest.raises(Exception) as info:  # Hydra wraps what the plugin raised
+        Plugins.instance()._instantiate(OmegaConf.create(node))
+    chain = [info.value]
+    while chain[-1].__cause__ is not None:
+        chain.append(chain[-1].__cause__)
+    (error,) = [e for e in chain if isinstance(e, ConfigError)]
+    assert str(error).startswith("hydra/sweeper=optuna needs the optional Hydra plugin hydra-optuna-sweeper")
+    assert "pip install -e '.[sweep]'" in str(error)

@@ -10,6 +10,7 @@ composes a config, so this is where gdlab registers what its configs need from H
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 from typing import Any, NoReturn
 
@@ -90,8 +91,14 @@ def register_missing_plugins(is_installed: Any = None) -> list[tuple[str, str]]:
     return registered
 
 
+MAX_SUFFIX = 120  # file names stop at 255 bytes; the time stamp before the suffix keeps names unique
+
+
 def _suffix(text: str) -> str:
-    """``_<text>`` or nothing: ``runs/<time>_model=mlp`` for a run with overrides, ``runs/<time>`` without."""
+    """``_<text>`` or nothing: ``runs/<time>_model=mlp`` for a run with overrides, ``runs/<time>`` without.
+    Long override lists are cut, with a short hash of the whole list so different lists stay apart."""
+    if len(text) > MAX_SUFFIX:
+        text = f"{text[: MAX_SUFFIX - 10]}...{hashlib.sha1(text.encode()).hexdigest()[:7]}"
     return f"_{text}" if text else ""
 
 
