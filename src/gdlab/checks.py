@@ -88,7 +88,10 @@ def check_network_outputs(cfg: DictConfig, net: nn.Module, datamodule: Any) -> N
     Runs in eval mode without gradients, so no random numbers are drawn and no batch-norm
     statistics move: training starts exactly as it would without the check.
     """
-    x, y = (t[:2] for t in datamodule.splits["train"])
+    splits = getattr(datamodule, "splits", None)
+    if not splits:  # not an in-memory datamodule: nothing to probe with
+        return
+    x, y = (t[:2] for t in splits["train"])
     expected = (len(x), datamodule.num_outputs) if datamodule.task == "classification" else tuple(y.shape)
     was_training = net.training
     net.eval()

@@ -98,7 +98,8 @@ def download(url: str, dest: Path, md5: str) -> None:
     """Download ``url`` to ``dest`` with a progress bar; keep it only if its md5 matches."""
     from tqdm.auto import tqdm
 
-    part = dest.with_name(dest.name + ".part")
+    # A per-process temporary name: DDP ranks that all start a download never write into one file.
+    part = dest.with_name(f"{dest.name}.{os.getpid()}.part")
     try:
         with urllib.request.urlopen(url, timeout=30) as response, open(part, "wb") as out:
             total = int(response.headers.get("Content-Length") or 0) or None

@@ -55,7 +55,7 @@ class PolynomialDataModule(InMemoryDataModule):
         standardize: bool = True,
         val_fraction: float = 0.15,
         test_fraction: float = 0.15,
-        batch_size: int | None = 64,
+        batch_size: int | None = 32,
         shuffle: bool = True,
         shuffle_seed: int = 0,
         seed: int = 0,
