@@ -57,6 +57,15 @@ class GDModule(L.LightningModule):
         self.step_log = StepLog()
         self._pending_batches: list[tuple[Tensor, Tensor]] = []
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Lightning sets ``_current_fx_name`` around every hook call, ~45 times a training step, and
+        # nn.Module.__setattr__ checks parameters, buffers and submodules each time (~2 us). A str or
+        # None needs none of that: store it directly.
+        if name == "_current_fx_name":
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
+
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
 
