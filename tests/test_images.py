@@ -245,3 +245,23 @@ def test_mse_on_classification_trains_on_one_hot_targets_and_reports_accuracy(cf
     assert record["status"] == "completed"
     assert record["test/acc"] >= 0.85, record  # least-squares classification of the digits works, if worse
     assert 0 < record["test/loss"] < 0.1  # the mean over m x 10 one-hot entries
+
+
+def test_mnist_trains_through_the_real_path_from_local_files(cfg_factory, tmp_path, one_thread):
+    """data=mnist end to end on generated uncompressed files (no published checksum for those: the IDX
+    header is checked), with the CNN sized for 28x28 and no network access (data.download=false)."""
+    fake_mnist(tmp_path / "files", n_train=40, n_test=10, gz=False)
+    cfg = cfg_factory(
+        "data=mnist",
+        f"data.data_dir={tmp_path / 'files'}",
+        "data.download=false",
+        "data.val_fraction=0.25",
+        "model=cnn",
+        "loss=cross_entropy",
+        "debug=fdr",
+        "trainer=cpu",
+        "logger=none",
+    )
+    record = train(cfg)
+    assert record["status"] == "completed" and record["step"] == 1
+    assert 0.0 <= record["test/acc"] <= 1.0
