@@ -69,6 +69,7 @@ def config_error(excinfo) -> ConfigError:
         (["data=polynomial", "data.degree=0"], "data.degree=0 must be an integer >= 1"),
         (["data=digits", "data.val_fraction=0.5", "data.test_fraction=0.5"], "leaves no training data"),
         (["data=digits", "data.test_fraction=0"], "data.test_fraction=0 must be strictly between 0 and 1"),
+        (["data=digits", "data.val_fraction=0.0002"], "data.val_fraction=0.0002 leaves that split empty"),
         (["data=mnist", "data.val_fraction=1.0"], "data.val_fraction=1.0 must be strictly between 0 and 1"),
         (["data=polynomial", "data.n_samples=3"], "data.n_samples=3 is too small for the splits"),
         (["data=digits", "data.batch_size=0"], "data.batch_size=0 must be an integer >= 1, or null"),

@@ -6,6 +6,9 @@ import torch
 
 from gdlab.data.base import split_sizes
 from gdlab.data.images import ImageDataModule, Split, seeded_split
+from gdlab.errors import ConfigError
+
+N_IMAGES = 1797  # the size of scikit-learn's digits set
 
 
 class DigitsDataModule(ImageDataModule):
@@ -35,7 +38,12 @@ class DigitsDataModule(ImageDataModule):
             eval_batch_size=eval_batch_size,
         )
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
-        split_sizes(1797, val_fraction, test_fraction)  # bad fractions fail here, before any loading
+        for name, frac in (("data.val_fraction", val_fraction), ("data.test_fraction", test_fraction)):
+            if 0.0 < frac < 1.0 and round(N_IMAGES * frac) < 1:  # (split_sizes would blame n_samples)
+                raise ConfigError(
+                    f"{name}={frac} leaves that split empty ({N_IMAGES} images): use at least 0.001"
+                )
+        split_sizes(N_IMAGES, val_fraction, test_fraction)  # bad fractions fail here, before any loading
 
     def load_splits(self) -> dict[str, Split]:
         from sklearn.datasets import load_digits  # imported here: sklearn costs start-up time
