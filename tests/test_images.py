@@ -265,3 +265,15 @@ def test_mnist_trains_through_the_real_path_from_local_files(cfg_factory, tmp_pa
     record = train(cfg)
     assert record["status"] == "completed" and record["step"] == 1
     assert 0.0 <= record["test/acc"] <= 1.0
+
+
+def test_mnist_files_that_do_not_pair_up_are_refused(tmp_path):
+    md5, _ = fake_mnist(tmp_path / "m", n_train=30, gz=False)
+    write_idx(
+        tmp_path / "m" / "train-labels-idx1-ubyte", torch.zeros(29, dtype=torch.uint8)
+    )  # one label short
+    dm = MNISTDataModule(data_dir=str(tmp_path / "m"), md5=md5, download=False)
+    with pytest.raises(
+        ConfigError, match=r"expected images \(N, H, W\) and N labels, got \(30, 28, 28\) and \(29,\)"
+    ):
+        dm.setup()

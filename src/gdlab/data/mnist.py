@@ -7,6 +7,7 @@ from typing import ClassVar
 
 from gdlab.data.idx import fetch_idx_files, read_idx
 from gdlab.data.images import ImageDataModule, Split, check_val_fraction, holdout_sizes, seeded_split
+from gdlab.errors import ConfigError
 
 
 class MNISTDataModule(ImageDataModule):
@@ -71,7 +72,7 @@ class MNISTDataModule(ImageDataModule):
             images = read_idx(paths[f"{prefix}-images-idx3-ubyte.gz"])
             labels = read_idx(paths[f"{prefix}-labels-idx1-ubyte.gz"])
             if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-                raise ValueError(
+                raise ConfigError(
                     f"{self.name} {prefix}: expected images (N, H, W) and N labels, got {tuple(images.shape)} "
                     f"and {tuple(labels.shape)}: replace the files in {self.data_dir} with the originals"
                 )
