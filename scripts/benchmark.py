@@ -57,6 +57,7 @@ class Row:
     unit: str = "samples/s"  # "samples/s" (higher is better) or "ms" / "us" / "s" (lower is better)
     baseline: bool = False  # the reference the other rows of the comparison are divided by
     note: str = ""
+    batch_size: int = 0  # training rows: also shown as milliseconds per optimizer step
 
     @property
     def median(self) -> float:
@@ -270,8 +271,10 @@ def bench_training(repeats: int, quick: bool, extra: list[str]) -> list[Row]:
     rows = []
     for case in training_cases(quick):
         samples = case.batch_size * case.steps_per_epoch * case.epochs
-        hand = Row(f"train: {case.name}", "hand-written loop", baseline=True)
-        gd = Row(f"train: {case.name}", "gdlab train.py path", note=" ".join(extra))
+        hand = Row(f"train: {case.name}", "hand-written loop", baseline=True, batch_size=case.batch_size)
+        gd = Row(
+            f"train: {case.name}", "gdlab train.py path", note=" ".join(extra), batch_size=case.batch_size
+        )
         for r in range(repeats):
             pair = [(hand, lambda c=case: run_hand_loop(c)), (gd, lambda c=case: run_gdlab(c, extra))]
             for row, fn in pair if r % 2 == 0 else pair[::-1]:  # alternate which variant goes first
@@ -291,18 +294,28 @@ def bench_callbacks(repeats: int, quick: bool, extra: list[str]) -> list[Row]:
     rows = []
     for case in training_cases(quick)[:1]:
         samples = case.batch_size * case.steps_per_epoch * case.epochs
-        comparison = f"per-step cost: {case.name}"
+        comparison, bs = f"per-step cost: {case.name}", case.batch_size
         variants: list[tuple[Row, Callable[[], float]]] = [
-            (Row(comparison, "hand-written loop", baseline=True), lambda c=case: run_hand_loop(c)),
-            (Row(comparison, "gdlab, default config"), lambda c=case: run_gdlab(c, extra)),
+            (
+                Row(comparison, "hand-written loop", baseline=True, batch_size=bs),
+                lambda c=case: run_hand_loop(c),
+            ),
+            (Row(comparison, "gdlab, default config", batch_size=bs), lambda c=case: run_gdlab(c, extra)),
         ]
-        offs = (
-            [] if quick else [[f"callbacks.{name}=null"] for name in default_callbacks()] + [["logger=none"]]
+        # (label, overrides): one piece off at a time; the "with" rows undo one of gdlab's own savings.
+        changes = (
+            [] if quick else [(f"without {name}", [f"callbacks.{name}=null"]) for name in default_callbacks()]
         )
-        offs.append(["callbacks=none", "logger=none"])
-        for off in offs:
-            label = "bare Lightning: " + " ".join(off) if len(off) > 1 else f"without {off[0]}"
-            variants.append((Row(comparison, label), lambda c=case, o=off: run_gdlab(c, [*extra, *o])))
+        if not quick:
+            changes += [
+                ("without the logger (logger=none)", ["logger=none"]),
+                ("with Lightning's default profiler (trainer.profiler=null)", ["trainer.profiler=null"]),
+                ("with train/loss written every step (log_flush_steps=1)", ["log_flush_steps=1"]),
+            ]
+        changes.append(("bare Lightning (callbacks=none logger=none)", ["callbacks=none", "logger=none"]))
+        for label, overrides in changes:
+            row = Row(comparison, label, batch_size=bs)
+            variants.append((row, lambda c=case, o=overrides: run_gdlab(c, [*extra, *o])))
         for r in range(repeats):
             shift = r % len(variants)  # rotate the order so no variant always runs first
             for row, fn in variants[shift:] + variants[:shift]:
@@ -477,7 +490,10 @@ def table(rows: list[Row]) -> str:
             ratio = "1.00x (ref)" if r is base else ""
         else:  # ratios read "x of the reference": throughput ratio, or time ratio
             ratio = f"{r.median / base.median:.2f}x"
-        note = f" ({r.note})" if r.note else ""
+        notes = [r.note] if r.note else []
+        if r.unit == "samples/s" and r.batch_size:
+            notes.append(f"{r.batch_size / r.median * 1e3:.3f} ms/step")
+        note = f" ({'; '.join(notes)})" if notes else ""
         lines.append(
             f"| {r.comparison} | {r.variant}{note} | {fmt(r.median, r.unit)} | "
             f"{fmt(min(r.values), r.unit)} - {fmt(max(r.values), r.unit)} | {r.unit} | {ratio} |"
