@@ -123,3 +123,25 @@ def test_predict_input_with_the_wrong_width_is_a_clear_error(linear_run, tmp_pat
             )
         )
     assert json.loads((tmp_path / "e" / "metrics.json").read_text())["status"] == "failed"
+
+
+def test_eval_command_line_takes_paths_of_run_directories_named_after_overrides(
+    linear_run, tmp_path, monkeypatch
+):
+    """Run directories are named like "<time>_model=mlp,optimizer.lr=0.1": "=" and "," in a path value
+    would be override syntax to Hydra, so path settings are quoted for it."""
+    import shutil
+    import sys
+
+    from gdlab.evaluate import main
+
+    run_dir, record = linear_run
+    named = tmp_path / "runs" / "2026-01-01_00-00-00-000000_data.n_samples=400,trainer.max_epochs=8"
+    shutil.copytree(run_dir / "checkpoints", named / "checkpoints")
+    monkeypatch.setattr(
+        sys, "argv", ["eval.py", f"ckpt_path={named}/checkpoints/last.ckpt", f"paths.root={tmp_path}"]
+    )
+    main()
+    (out,) = (tmp_path / "eval").iterdir()
+    result = json.loads((out / "metrics.json").read_text())
+    assert result["status"] == "completed" and result["test/loss"] == record["test/loss"]

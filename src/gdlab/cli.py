@@ -133,6 +133,7 @@ def run_cli(entry: Callable[[], Any], rewrite_argv: Callable[[list[str]], list[s
     # Ask Hydra to re-raise instead of printing its own multi-line report: this layer prints.
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
+        args = quote_paths(args)
         if rewrite_argv is not None:
             args = rewrite_argv(args)
         sys.argv = [sys.argv[0], *args]
@@ -151,6 +152,27 @@ def run_cli(entry: Callable[[], Any], rewrite_argv: Callable[[list[str]], list[s
             os.environ.pop("HYDRA_FULL_ERROR", None)
         else:
             os.environ["HYDRA_FULL_ERROR"] = saved_env
+
+
+# Settings that hold a path. Run directory names list their overrides ("..._model=mlp,optimizer.lr=0.1"),
+# and Hydra's override grammar reads "=" and "," in a value as syntax: such values get quoted.
+PATH_KEYS = ("ckpt_path", "resume", "predict_input", "paths.root", "paths.data_dir", "hydra.run.dir")
+
+
+def quote_paths(args: Sequence[str]) -> list[str]:
+    """``ckpt_path=runs/x_a=1,b=2/last.ckpt`` -> ``ckpt_path='runs/x_a=1,b=2/last.ckpt'`` (path keys only)."""
+    out = []
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        if (
+            sep
+            and override_key(key) in PATH_KEYS
+            and value[:1] not in ("'", '"')
+            and any(c in value for c in "=, ")
+        ):
+            arg = f"{key}='{value}'"
+        out.append(arg)
+    return out
 
 
 def override_key(override: str) -> str:

@@ -148,11 +148,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             datamodule.load_state_dict(ckpt[type(datamodule).__qualname__])
         trainer.test(module, datamodule=datamodule, verbose=True)
         metrics.update({k: to_number(v) for k, v in trainer.callback_metrics.items()})
-        metrics.update(
-            ckpt_path=str(Path(cfg.ckpt_path).resolve()),
-            epoch=ckpt.get("epoch"),
-            step=ckpt.get("global_step"),
-        )
+        # the optimizer step the weights are from (the run's metrics.json "step" for its final weights)
+        metrics.update(ckpt_path=str(Path(cfg.ckpt_path).resolve()), step=ckpt.get("global_step"))
         if cfg.predict:
             if cfg.get("predict_input"):
                 raw, targets = read_csv_numbers(cfg.predict_input), None
