@@ -63,8 +63,9 @@ def test_ddp_cpu_single_run_matches_a_single_process_run(tmp_path):
 
     single = train(make_cfg(tmp_path / "single", "trainer=cpu", *SMALL))
     assert single["step"] == ddp["step"]
-    # metrics over all of val/test (every rank evaluates the whole split) and train/* reduced over ranks
-    for key in ("val/loss", "val/r2", "test/loss", "test/r2", "train/mse", "train/r2"):
+    # metrics over all of val/test (every rank evaluates the whole split) and train/* reduced over ranks:
+    # train/loss is the last global batch's loss (the mean of the ranks' half-batch losses)
+    for key in ("val/loss", "val/r2", "test/loss", "test/r2", "train/mse", "train/r2", "train/loss"):
         assert ddp[key] == pytest.approx(single[key], rel=1e-4), key
     w_ddp = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     w_one = torch.load(tmp_path / "single" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]

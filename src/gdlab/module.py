@@ -103,11 +103,18 @@ class GDModule(L.LightningModule):
             preds, targets = zip(*self._pending_batches, strict=True)
             self._pending_batches = []
             self.train_metrics.update(*self._metric_inputs(torch.cat(preds), torch.cat(targets)))
-        latest = self.step_log.flush(self.loggers)
+        latest = self.step_log.flush(self.loggers, reduce=self._mean_over_processes)
         if to_callback_metrics:  # the latest values for the progress bar and trainer.callback_metrics
             for name, value in latest.items():
                 prog_bar = name == "train/loss"
                 self.log(name, value, on_step=True, on_epoch=False, prog_bar=prog_bar, logger=False)
+
+    def _mean_over_processes(self, values: Tensor) -> Tensor:
+        """DDP: each process holds the loss of its equal share of the global batch (InMemoryBatches.shard),
+        so their mean is the global batch's loss, as in a single-process run. One all-reduce per flush."""
+        if self.trainer.world_size == 1:
+            return values
+        return self.trainer.strategy.reduce(values, reduce_op="mean")
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         trainer = self.trainer

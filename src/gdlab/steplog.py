@@ -8,23 +8,24 @@ every step under its own step number, so TensorBoard still shows one point per o
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import torch
 from torch import Tensor
 
 
-def read_back(tensors: list[Tensor]) -> Iterator[float]:
+def read_back(tensors: list[Tensor], reduce: Callable[[Tensor], Tensor] | None = None) -> Iterator[float]:
     """The values of scalar ``tensors`` as floats, in order: one stack + ``tolist()`` (one host sync) per
-    device. float64 keeps every float32/float64 value exact."""
+    device. float64 keeps every float32/float64 value exact. ``reduce`` maps each stacked block first
+    (DDP: the mean over processes)."""
     values: list[float] = [0.0] * len(tensors)
     by_device: dict[torch.device, list[int]] = {}
     for i, t in enumerate(tensors):
         by_device.setdefault(t.device, []).append(i)
     for indices in by_device.values():
-        block = torch.stack([tensors[i].reshape(()).double() for i in indices]).tolist()
-        for i, value in zip(indices, block, strict=True):
+        block = torch.stack([tensors[i].reshape(()).double() for i in indices])
+        for i, value in zip(indices, (block if reduce is None else reduce(block)).tolist(), strict=True):
             values[i] = value
     return iter(values)
 
@@ -51,12 +52,16 @@ class StepLog:
                 raise ValueError(f"per-step value {name!r} must be a scalar, got shape {tuple(value.shape)}")
             self.pending[-1][2][name] = value.detach() if isinstance(value, Tensor) else float(value)
 
-    def flush(self, loggers: Iterable[Any]) -> dict[str, float]:
-        """Write every pending step to every logger; return the last step's values (empty if none)."""
+    def flush(
+        self, loggers: Iterable[Any], reduce: Callable[[Tensor], Tensor] | None = None
+    ) -> dict[str, float]:
+        """Write every pending step to every logger; return the last step's values (empty if none).
+        ``reduce``: see :func:`read_back`."""
         if not self.pending:
             return {}
         pending, self.pending = self.pending, []
-        numbers = read_back([v for _, _, values in pending for v in values.values() if isinstance(v, Tensor)])
+        tensors = [v for _, _, values in pending for v in values.values() if isinstance(v, Tensor)]
+        numbers = read_back(tensors, reduce)
         rows = []
         for step, epoch, values in pending:
             row = {k: next(numbers) if isinstance(v, Tensor) else v for k, v in values.items()}

@@ -35,6 +35,8 @@ def write_rows(loggers: list, rows: list[tuple[int, dict[str, float]]]) -> None:
         from tensorboard.compat.proto.summary_pb2 import Summary
 
         file_writer = writer()
+        if file_writer is None:  # DDP rank > 0: Lightning's dummy experiment returns None here
+            continue
         for step, metrics in rows:
             values = [Summary.Value(tag=name, simple_value=value) for name, value in metrics.items()]
             file_writer.add_summary(Summary(value=values), step)
