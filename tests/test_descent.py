@@ -148,3 +148,10 @@ def test_closed_form_reference_is_least_squares_on_the_train_split():
     assert ref.loss == pytest.approx(loss.item(), rel=1e-12)
     assert ref.critical_lr == pytest.approx(analysis.critical_learning_rate(x).item(), rel=1e-12)
     assert dm.closed_form() is ref  # computed once
+
+
+def test_callbacks_survive_fast_dev_run(cfg_factory):
+    """fast_dev_run swaps the loggers for Lightning's dummy one (its experiment has no writer)."""
+    record = train(cfg_factory("debug=fdr", "trainer=cpu", "data.n_features=1"))
+    assert record["status"] == "completed" and record["step"] == 1
+    assert "diag/loss_gap" in record
