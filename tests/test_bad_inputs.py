@@ -16,7 +16,7 @@ import torch
 
 from gdlab import evaluate, rundir
 from gdlab import train as train_module
-from tests.conftest import REPO_ROOT, make_cfg, run_train
+from tests.conftest import make_cfg, run_train
 
 FAST = ("trainer.max_epochs=1", "logger=none", "callbacks=minimal", "trainer=cpu")
 MNIST_FILES = [
@@ -195,7 +195,7 @@ def test_eval_of_a_checkpoint_with_another_model(monkeypatch, capsys, tmp_path, 
 
 
 @pytest.mark.slow
-def test_from_a_shell_one_line_and_verbose_gives_the_traceback(tmp_path):
+def test_from_a_shell_one_line_and_a_failed_run(tmp_path):
     proc = run_train("optimizer.lr=-1", *FAST, f"paths.root={tmp_path}")
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1].startswith("error: optimizer.lr=-1.0 must be finite and > 0")
@@ -204,6 +204,58 @@ def test_from_a_shell_one_line_and_verbose_gives_the_traceback(tmp_path):
     record = json.loads((run_dir / "metrics.json").read_text())
     assert record["status"] == "failed" and record["error"].startswith("optimizer.lr=-1.0 must be")
 
-    verbose = run_train("optimizer.lr=-1", *FAST, f"paths.root={tmp_path}", "--verbose")
-    assert verbose.returncode == 1 and "Traceback" in verbose.stderr and "ConfigError" in verbose.stderr
-    assert (REPO_ROOT / "eval.py").is_file()
+
+@pytest.mark.parametrize("how", ["--verbose", "HYDRA_FULL_ERROR"])
+def test_verbose_gives_the_original_exception_with_its_traceback(monkeypatch, tmp_path, how):
+    args = [*FAST, "data.batch_size=0", f"paths.root={tmp_path}"]
+    monkeypatch.setattr(sys, "argv", ["train.py", *args, *(["--verbose"] if how == "--verbose" else [])])
+    if how == "HYDRA_FULL_ERROR":
+        monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
+    with pytest.raises(Exception) as info:  # not SystemExit: Python prints the whole traceback
+        train_module.main()
+    assert "data.batch_size=0 must be an integer" in str(info.value.__cause__ or info.value)
+    assert info.value.__traceback__ is not None
+
+
+def test_types_are_checked_when_the_config_is_composed(tmp_path):
+    """The schema refuses a wrong type while Hydra composes, before anything is instantiated."""
+    from hydra.errors import ConfigCompositionException
+    from omegaconf.errors import ValidationError
+
+    from gdlab.cli import describe
+
+    for override, key, kind in [
+        ("optimizer.lr=abc", "optimizer.lr", "Float"),
+        ("trainer.max_epochs=2.5", "trainer.max_epochs", "Integer"),
+        ("data.batch_size=x", "data.batch_size", "Integer"),
+    ]:
+        with pytest.raises(ConfigCompositionException) as info:
+            make_cfg(tmp_path, override)
+        assert isinstance(info.value.__cause__, ValidationError)
+        assert describe(info.value).startswith(f"{key}: Value ")
+        assert f"could not be converted to {kind}" in describe(info.value)
+    cfg = make_cfg(tmp_path, "optimizer.lr=1e-2", "data.batch_size=null", "+trainer.gradient_clip_val=1.0")
+    assert cfg.optimizer.lr == 0.01 and cfg.data.batch_size is None  # typed keys convert, others stay open
+
+
+def test_resume_rewrites_the_command_line_to_the_runs_directory_and_overrides(tmp_path):
+    from gdlab.checkpoint import resume_argv
+    from gdlab.errors import ConfigError
+
+    run = tmp_path / "runs" / "2026-01-01_00-00-00-000000_data.n_samples=400,trainer.max_epochs=4"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"")
+    (run / ".hydra").mkdir()
+    (run / ".hydra" / "overrides.yaml").write_text("- data.n_samples=400\n- trainer.max_epochs=4\n")
+    args = resume_argv([f"paths.root={tmp_path}", "resume=last", "trainer.max_epochs=10"])
+    # the run's overrides first, the ones given now win, then the run's own directory (quoted: "=" and ",")
+    assert args == [
+        "data.n_samples=400",
+        f"paths.root={tmp_path}",
+        "trainer.max_epochs=10",
+        f"resume='{run}'",
+        f"hydra.run.dir='{run}'",
+    ]
+    assert resume_argv(["model=mlp"]) == ["model=mlp"]  # no resume: untouched
+    with pytest.raises(ConfigError, match="resume continues one run: drop -m"):
+        resume_argv(["-m", f"resume={run}"])

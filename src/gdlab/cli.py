@@ -147,6 +147,12 @@ def run_cli(entry: Callable[[], Any], rewrite_argv: Callable[[list[str]], list[s
             raise
         print(f"error: {describe(err)}{_HINT}", file=sys.stderr)
         raise SystemExit(1) from None
+    except KeyboardInterrupt:
+        # Ctrl+C outside Lightning's fit (which handles its own): metrics.json already says "interrupted".
+        if verbose:
+            raise
+        print("interrupted (Ctrl+C)", file=sys.stderr)
+        raise SystemExit(130) from None
     finally:
         if saved_env is None:
             os.environ.pop("HYDRA_FULL_ERROR", None)
