@@ -78,7 +78,17 @@ class GDModule(L.LightningModule):
             self.step_log.open(self.global_step, self.current_epoch, {"train/loss": loss.detach()})
             self._pending_batches.append((preds.detach(), y))
             return loss
-        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(x))
+        # sync_dist: under DDP the epoch value is reduced over processes (each evaluates the whole split,
+        # so it is unchanged); a no-op in a single process.
+        self.log(
+            f"{stage}/loss",
+            loss,
+            on_step=False,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=len(x),
+            sync_dist=True,
+        )
         getattr(self, f"{stage}_metrics").update(*self._metric_inputs(preds.detach(), y))
         return loss
 
