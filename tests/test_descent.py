@@ -155,3 +155,13 @@ def test_callbacks_survive_fast_dev_run(cfg_factory):
     record = train(cfg_factory("debug=fdr", "trainer=cpu", "data.n_features=1"))
     assert record["status"] == "completed" and record["step"] == 1
     assert "diag/loss_gap" in record
+
+
+def test_nan_without_the_guard_is_diverged_not_completed(cfg_factory):
+    """With callbacks=none there is no guard; a loss that ends non-finite is still recorded as diverged."""
+    from gdlab.train import train as run
+
+    record = run(cfg_factory("callbacks=none", "logger=none", "optimizer.lr=50", "trainer.max_epochs=3"))
+    assert record["status"] == "diverged"
+    assert "lower optimizer.lr" in record["error"]
+    assert "test/loss" not in record  # a diverged run is not tested

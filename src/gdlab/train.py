@@ -8,6 +8,7 @@ from typing import Any
 
 import hydra
 import lightning as L
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -62,6 +63,14 @@ def run_status(trainer: L.Trainer) -> dict[str, Any]:
         status = getattr(callback, "run_status", None)
         if status:
             return dict(status)
+    # Without the guard (e.g. callbacks=none) a NaN loss must still not read as a finished run.
+    loss = trainer.callback_metrics.get("train/loss")
+    if loss is not None and not bool(torch.isfinite(loss).all()):
+        return {
+            "status": "diverged",
+            "step": trainer.global_step,
+            "error": f"train/loss = {float(loss)} at the end of training: lower optimizer.lr",
+        }
     return {"status": "completed"}
 
 
