@@ -144,7 +144,7 @@ def linear_case(batch_size: int, steps: int, epochs: int) -> Case:
 def training_cases(quick: bool) -> list[Case]:
     steps, epochs = (5, 1) if quick else (100, 3)
     has_cnn = (REPO_ROOT / "conf" / "model" / "cnn.yaml").is_file()
-    cnn_steps = 5 if quick else 20
+    cnn_steps = 5 if quick else 10
     images = {"_target_": f"{__name__}.SyntheticImages", "n_train": 256 * cnn_steps, "seed": 0}
     mlp = linear_case(1024, 5 if quick else 30, epochs)
     return [
@@ -176,17 +176,24 @@ def compose_cfg(output_dir: str, overrides: list[str]):
         return compose("train", overrides=[f"paths.output_dir={output_dir}", *overrides])
 
 
-def epoch_timer():
+def epoch_timer(hand: HandLoop | None = None, hand_first: bool = False):
     """A callback timing the training part of every epoch (batches, hooks, logging, progress bar)
-    up to validation: validation and checkpoint writing run once per epoch and are left out."""
+    up to validation: validation and checkpoint writing run once per epoch and are left out.
+
+    With ``hand``, one epoch of the hand-written loop runs between gdlab's epochs, outside gdlab's
+    timed window (before each gdlab epoch when ``hand_first``, else after it): the two variants
+    alternate every few hundred milliseconds, so a machine whose load drifts slows both alike."""
     from lightning.pytorch.callbacks import Callback
 
     class EpochTimer(Callback):
         def __init__(self) -> None:
             self.seconds: list[float] = []
+            self.hand_seconds: list[float] = []
             self._start: float | None = None
 
         def on_train_epoch_start(self, trainer, pl_module) -> None:
+            if hand is not None and hand_first:
+                self.hand_seconds.append(hand.run_epoch())
             self._start = time.perf_counter()
 
         def _stop(self) -> None:
@@ -199,6 +206,8 @@ def epoch_timer():
 
         def on_train_epoch_end(self, trainer, pl_module) -> None:
             self._stop()
+            if hand is not None and not hand_first:
+                self.hand_seconds.append(hand.run_epoch())
 
     return EpochTimer()
 
@@ -228,57 +237,78 @@ def build_gdlab(case: Case, extra: list[str], output_dir: str):
     return cfg, datamodule, module, trainer
 
 
-def run_gdlab(case: Case, extra: list[str]) -> float:
-    """Seconds for the timed epochs of a real gdlab fit (first epoch is warm-up)."""
+def run_gdlab(
+    case: Case, extra: list[str], hand: HandLoop | None = None, hand_first: bool = False
+) -> tuple[list[float], list[float]]:
+    """Seconds of each timed epoch of a real gdlab fit, and of the interleaved hand-loop epochs (the
+    first epoch of each is warm-up and dropped)."""
     with tempfile.TemporaryDirectory() as tmp:
         _, datamodule, module, trainer = build_gdlab(case, extra, tmp)
         steps = len(datamodule.train_dataloader())
         assert steps == case.steps_per_epoch, (case.name, steps, case.steps_per_epoch)
-        timer = epoch_timer()
+        timer = epoch_timer(hand, hand_first)
         trainer.callbacks.append(timer)
         # The progress bar still formats every refresh; its text goes nowhere instead of over the table.
         with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
             trainer.fit(module, datamodule=datamodule)
         assert trainer.global_step == steps * (case.epochs + 1), trainer.global_step
-        return sum(timer.seconds[1:])
+        return timer.seconds[1:], timer.hand_seconds[1:]
 
 
-def run_hand_loop(case: Case) -> float:
+class HandLoop:
     """The same model (same initial weights), data, loss, optimizer, batch size and step count,
-    written as the loop a researcher types: shuffle, index_select a batch, forward, backward, step."""
-    with tempfile.TemporaryDirectory() as tmp:
-        cfg, datamodule, module, _ = build_gdlab(case, ["logger=none", "callbacks=none"], tmp)
-    net, loss_fn = copy.deepcopy(module.net), copy.deepcopy(module.loss_fn)
-    x, y = datamodule.splits["train"]
-    optimizer = PlainSGD(net.parameters(), lr=cfg.optimizer.lr)
-    bs, n = case.batch_size, len(x)
-    seconds = 0.0
-    for epoch in range(case.epochs + 1):
+    written as the loop a researcher types: shuffle, index_select a batch, forward, backward, step.
+    One epoch per ``run_epoch()`` call, so its epochs can interleave with gdlab's."""
+
+    def __init__(self, case: Case) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg, datamodule, module, _ = build_gdlab(case, ["logger=none", "callbacks=none"], tmp)
+        self.net, self.loss_fn = copy.deepcopy(module.net), copy.deepcopy(module.loss_fn)
+        self.x, self.y = datamodule.splits["train"]
+        self.optimizer = PlainSGD(self.net.parameters(), lr=cfg.optimizer.lr)
+        self.case, self.epoch = case, 0
+
+    def run_epoch(self) -> float:
+        net, loss_fn, optimizer, x, y = self.net, self.loss_fn, self.optimizer, self.x, self.y
+        bs = self.case.batch_size
         start = time.perf_counter()
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(epoch))
-        for i in range(case.steps_per_epoch):
+        order = torch.randperm(len(x), generator=torch.Generator().manual_seed(self.epoch))
+        for i in range(self.case.steps_per_epoch):
             idx = order[i * bs : (i + 1) * bs]
             loss = loss_fn(net(x.index_select(0, idx)), y.index_select(0, idx))
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-        if epoch > 0:
-            seconds += time.perf_counter() - start
-    return seconds
+        self.epoch += 1
+        return time.perf_counter() - start
+
+
+def warm_up(case: Case, epochs: int = 3) -> None:
+    """Untimed epochs before any timing: the first ones of a process run several times slower while the
+    allocator settles (glibc serves large tensors by mmap until its threshold adapts)."""
+    hand = HandLoop(case)
+    for _ in range(epochs):
+        hand.run_epoch()
+
+
+def measure(case: Case, extra: list[str], hand_row: Row, row: Row, repeat: int) -> None:
+    """One gdlab fit with the hand loop's epochs interleaved; per-epoch throughputs into the rows."""
+    per_epoch = case.batch_size * case.steps_per_epoch
+    gdlab_seconds, hand_seconds = run_gdlab(case, extra, HandLoop(case), hand_first=repeat % 2 == 1)
+    row.values += [per_epoch / t for t in gdlab_seconds]
+    hand_row.values += [per_epoch / t for t in hand_seconds]
 
 
 def bench_training(repeats: int, quick: bool, extra: list[str]) -> list[Row]:
     rows = []
     for case in training_cases(quick):
-        samples = case.batch_size * case.steps_per_epoch * case.epochs
         hand = Row(f"train: {case.name}", "hand-written loop", baseline=True, batch_size=case.batch_size)
         gd = Row(
             f"train: {case.name}", "gdlab train.py path", note=" ".join(extra), batch_size=case.batch_size
         )
+        warm_up(case, 1 if quick else 3)
         for r in range(repeats):
-            pair = [(hand, lambda c=case: run_hand_loop(c)), (gd, lambda c=case: run_gdlab(c, extra))]
-            for row, fn in pair if r % 2 == 0 else pair[::-1]:  # alternate which variant goes first
-                row.values.append(samples / fn())
+            measure(case, extra, hand, gd, r)
         rows += [hand, gd]
     return rows
 
@@ -293,14 +323,10 @@ def bench_callbacks(repeats: int, quick: bool, extra: list[str]) -> list[Row]:
     time, and bare Lightning (no callbacks, no logger), against the hand-written loop."""
     rows = []
     for case in training_cases(quick)[:1]:
-        samples = case.batch_size * case.steps_per_epoch * case.epochs
         comparison, bs = f"per-step cost: {case.name}", case.batch_size
-        variants: list[tuple[Row, Callable[[], float]]] = [
-            (
-                Row(comparison, "hand-written loop", baseline=True, batch_size=bs),
-                lambda c=case: run_hand_loop(c),
-            ),
-            (Row(comparison, "gdlab, default config", batch_size=bs), lambda c=case: run_gdlab(c, extra)),
+        hand = Row(comparison, "hand-written loop", baseline=True, batch_size=bs)
+        variants: list[tuple[Row, list[str]]] = [
+            (Row(comparison, "gdlab, default config", batch_size=bs), [])
         ]
         # (label, overrides): one piece off at a time; the "with" rows undo one of gdlab's own savings.
         changes = (
@@ -313,13 +339,13 @@ def bench_callbacks(repeats: int, quick: bool, extra: list[str]) -> list[Row]:
                 ("with train/loss written every step (log_flush_steps=1)", ["log_flush_steps=1"]),
             ]
         changes.append(("bare Lightning (callbacks=none logger=none)", ["callbacks=none", "logger=none"]))
-        for label, overrides in changes:
-            row = Row(comparison, label, batch_size=bs)
-            variants.append((row, lambda c=case, o=overrides: run_gdlab(c, [*extra, *o])))
+        variants += [(Row(comparison, label, batch_size=bs), overrides) for label, overrides in changes]
+        warm_up(case, 1 if quick else 3)
         for r in range(repeats):
             shift = r % len(variants)  # rotate the order so no variant always runs first
-            for row, fn in variants[shift:] + variants[:shift]:
-                row.values.append(samples / fn())
+            for row, overrides in variants[shift:] + variants[:shift]:
+                measure(case, [*extra, *overrides], hand, row, r)
+        rows.append(hand)
         rows += [row for row, _ in variants]
     return rows
 
