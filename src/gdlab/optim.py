@@ -46,10 +46,16 @@ class PlainSGD(Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            grads = [p.grad for p in params]
-            if any(g.is_sparse for g in grads):
-                raise RuntimeError("PlainSGD does not support sparse gradients; use dense parameters.")
+            params, grads = [], []
+            for p in group["params"]:  # one pass: this loop is most of the Python cost of a step
+                grad = p.grad
+                if grad is not None:
+                    if grad.is_sparse:
+                        raise RuntimeError(
+                            "PlainSGD does not support sparse gradients; use dense parameters."
+                        )
+                    params.append(p)
+                    grads.append(grad)
             if params:
                 # p <- p + (-lr) * g, the same arithmetic as torch.optim.SGD's p.add_(g, alpha=-lr). One call
                 # for the whole group: lists mixing devices or dtypes take foreach's per-tensor fallback.
