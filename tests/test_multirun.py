@@ -241,6 +241,16 @@ def test_single_run_directory_names_say_what_differs():
     assert _suffix("model=mlp,optimizer.lr=0.1") == "_model=mlp,optimizer.lr=0.1"
     long_a, long_b = "x=" + "1" * 300, "x=" + "1" * 299 + "2"
     assert len(_suffix(long_a)) <= 121 and _suffix(long_a) != _suffix(long_b)
+    assert "/" not in _suffix("paths.data_dir=/tmp/mnist")  # one directory, not runs/<time>_..=/tmp/mnist
+
+
+def test_a_path_override_still_makes_one_run_directory(tmp_path):
+    from tests.conftest import run_train
+
+    proc = run_train("debug=fdr", f"paths.root={tmp_path}", "+tag=/some/where")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert (run_dir / "metrics.json").is_file() and "+tag=_some_where" in run_dir.name
 
 
 def test_missing_sweeper_stand_in_names_the_extra():

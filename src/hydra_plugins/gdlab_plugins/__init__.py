@@ -96,7 +96,9 @@ MAX_SUFFIX = 120  # file names stop at 255 bytes; the time stamp before the suff
 
 def _suffix(text: str) -> str:
     """``_<text>`` or nothing: ``runs/<time>_model=mlp`` for a run with overrides, ``runs/<time>`` without.
-    Long override lists are cut, with a short hash of the whole list so different lists stay apart."""
+    Long override lists are cut, with a short hash of the whole list so different lists stay apart.
+    A ``/`` in a value (a path) becomes ``_``: the run stays one directory under ``runs/``."""
+    text = text.replace("/", "_")
     if len(text) > MAX_SUFFIX:
         text = f"{text[: MAX_SUFFIX - 10]}...{hashlib.sha1(text.encode()).hexdigest()[:7]}"
     return f"_{text}" if text else ""
