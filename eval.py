@@ -1,6 +1,6 @@
 """`python eval.py ckpt_path=<file> [predict=true]` from the repo root; the same as `gdlab-eval`."""
 
-from gdlab.evaluate import main
+from gdlab.entry import eval_main
 
 if __name__ == "__main__":
-    main()
+    eval_main()

@@ -1,6 +1,6 @@
 """`python train.py [overrides]` from the repo root; the same as the `gdlab-train` command."""
 
-from gdlab.train import main
+from gdlab.entry import train_main
 
 if __name__ == "__main__":
-    main()
+    train_main()

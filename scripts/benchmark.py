@@ -143,7 +143,7 @@ def linear_case(batch_size: int, steps: int, epochs: int) -> Case:
 
 def training_cases(quick: bool) -> list[Case]:
     steps, epochs = (5, 1) if quick else (100, 3)
-    has_cnn = (REPO_ROOT / "conf" / "model" / "cnn.yaml").is_file()
+    has_cnn = True
     cnn_steps = 5 if quick else 10
     images = {"_target_": f"{__name__}.SyntheticImages", "n_train": 256 * cnn_steps, "seed": 0}
     mlp = linear_case(1024, 5 if quick else 30, epochs)
@@ -168,11 +168,9 @@ def training_cases(quick: bool) -> list[Case]:
 
 
 def compose_cfg(output_dir: str, overrides: list[str]):
-    from hydra import compose, initialize_config_dir
+    from hydra import compose, initialize_config_module
 
-    from gdlab.config import CONFIG_DIR
-
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+    with initialize_config_module(config_module="gdlab.conf", version_base="1.3"):
         return compose("train", overrides=[f"paths.output_dir={output_dir}", *overrides])
 
 
@@ -217,7 +215,7 @@ def build_gdlab(case: Case, extra: list[str], output_dir: str):
     import lightning as L
     from omegaconf import open_dict
 
-    from gdlab.train import build
+    from gdlab.factory import build
 
     cfg = compose_cfg(
         output_dir,

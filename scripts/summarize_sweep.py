@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from gdlab.sweep import SUMMARY_FILES, markdown_table, write_summary
+from gdlab.runs.sweep import SUMMARY_FILES, markdown_table, write_summary
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,18 +8,34 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
+from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
 
-from gdlab.config import CONFIG_DIR
+import gdlab.conf
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+CONFIG_DIR = Path(gdlab.conf.__file__).parent  # the package's config tree
+
+
+def compose_config(name: str, *overrides: str, return_hydra_config: bool = False) -> DictConfig:
+    """A config of the package's tree composed with Hydra's compose API (no run, no run dir)."""
+    with initialize_config_module(config_module=gdlab.conf.CONFIG_PACKAGE, version_base="1.3"):
+        return compose(name, overrides=list(overrides), return_hydra_config=return_hydra_config)
 
 
 def make_cfg(output_dir: Path | str, *overrides: str) -> DictConfig:
     """The composed train config, writing into ``output_dir`` (no Hydra run dir needed)."""
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose("train", overrides=[f"paths.output_dir={output_dir}", *overrides])
+    return compose_config("train", f"paths.output_dir={output_dir}", *overrides)
+
+
+def scalars(run_dir: Path, tag: str) -> list[tuple[int, float]]:
+    """A scalar series of a run's TensorBoard events as TensorBoard shows it: one value per step (the
+    last written: the run's HParams entry writes its final metrics again at the last step), by step."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(Path(run_dir) / "tensorboard"), size_guidance={"scalars": 0})
+    events.Reload()
+    return sorted({e.step: e.value for e in events.Scalars(tag)}.items())
 
 
 def run_train(

@@ -3,17 +3,16 @@ with one line naming the settings as the user typed them and a fix."""
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import open_dict
 from torch import nn
 
-from gdlab.checks import check_network_outputs
-from gdlab.config import CONFIG_DIR
 from gdlab.errors import ConfigError
-from gdlab.train import build, train
-from tests.conftest import run_train
+from gdlab.factory import build
+from gdlab.train import train
+from gdlab.validate import check_network_outputs
+from tests.conftest import compose_config, run_train
 
 
 @pytest.fixture
@@ -22,10 +21,7 @@ def typed(tmp_path):
     included, so messages read ``loss=cross_entropy`` exactly as a user would see them."""
 
     def compose_as_cli(*overrides):
-        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-            cfg = compose(
-                "train", overrides=[f"paths.output_dir={tmp_path}", *overrides], return_hydra_config=True
-            )
+        cfg = compose_config("train", f"paths.output_dir={tmp_path}", *overrides, return_hydra_config=True)
         HydraConfig.instance().set_config(cfg)
         with open_dict(cfg):
             del cfg["hydra"]
@@ -66,14 +62,32 @@ def config_error(excinfo) -> ConfigError:
             ["data=digits", "+model.num_outputs=3"],
             "model.num_outputs=3 cannot match data=digits, which needs 10 outputs: remove model.num_outputs",
         ),
-        (["data=polynomial", "data.degree=0"], "data.degree=0 must be an integer >= 1"),
+        (["data=polynomial", "data.degree=0"], "data.degree=0: Invalid degree: 0 (must be an integer >= 1"),
         (["data=digits", "data.val_fraction=0.5", "data.test_fraction=0.5"], "leaves no training data"),
-        (["data=digits", "data.test_fraction=0"], "data.test_fraction=0 must be strictly between 0 and 1"),
-        (["data=digits", "data.val_fraction=0.0002"], "data.val_fraction=0.0002 leaves that split empty"),
-        (["data=mnist", "data.val_fraction=1.0"], "data.val_fraction=1.0 must be strictly between 0 and 1"),
-        (["data=polynomial", "data.n_samples=3"], "data.n_samples=3 is too small for the splits"),
-        (["data=digits", "data.batch_size=0"], "data.batch_size=0 must be an integer >= 1, or null"),
-        (["model=cnn", "data=digits", "model.channels=[]"], "model.channels=[] must be a non-empty list"),
+        (
+            ["data=digits", "data.test_fraction=0"],
+            "data.test_fraction=0: Invalid test_fraction: 0 (must be strictly",
+        ),
+        (
+            ["data=digits", "data.val_fraction=0.0002"],
+            "data.val_fraction=0.0002: Invalid val_fraction: 0.0002 (leaves",
+        ),
+        (
+            ["data=mnist", "data.val_fraction=1.0"],
+            "data.val_fraction=1.0: Invalid val_fraction: 1.0 (must be strictly",
+        ),
+        (
+            ["data=polynomial", "data.n_samples=3"],
+            "data.n_samples=3: Invalid n_samples: 3 (too small for the splits",
+        ),
+        (
+            ["data=digits", "data.batch_size=0"],
+            "data.batch_size=0: Invalid batch_size: 0 (must be an integer >= 1",
+        ),
+        (
+            ["model=cnn", "data=digits", "model.channels=[]"],
+            "model.channels=[]: Invalid channels: [] (must be a non-empty",
+        ),
     ],
 )
 def test_incompatible_settings_fail_before_training_in_one_line(typed, overrides, message):

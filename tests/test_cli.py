@@ -59,7 +59,7 @@ def test_multirun_writes_one_directory_per_job(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     (sweep_dir,) = (tmp_path / "multirun").iterdir()
     jobs = sorted(p.name for p in sweep_dir.iterdir() if (p / "metrics.json").is_file())
-    assert [j.split(",")[0] for j in jobs] == ["0_optimizer.lr=0.01", "1_optimizer.lr=0.1"]
+    assert [j.split("_trainer")[0] for j in jobs] == ["0_optimizer.lr-0.01", "1_optimizer.lr-0.1"]
     losses = [json.loads((sweep_dir / j / "metrics.json").read_text())["val/loss"] for j in jobs]
     assert losses[1] < losses[0]  # 2 epochs: the larger (stable) step gets further
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from gdlab.errors import ConfigError
+from gdlab.errors import ArgumentError
 from gdlab.models import CNN
 
 
@@ -41,19 +41,21 @@ def test_building_draws_the_same_random_numbers_as_its_layers_alone():
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "match"),
+    ("kwargs", "argument", "match"),
     [
         (
             {"input_shape": (5,)},
-            r"model=cnn needs image inputs \(C, H, W\) but the data gives input_shape=\(5,\)",
+            "input_shape",
+            r"^Invalid input_shape: \(5,\) \(the CNN needs images: C, H, W\)",
         ),
-        ({"channels": []}, r"model\.channels=\[\] must be a non-empty list"),
-        ({"kernel_size": 4}, r"model\.kernel_size=4 must be an odd integer"),
-        ({"hidden_size": 0}, r"model\.hidden_size=0 must be >= 1"),
-        ({"activation": "relu"}, r"model\.activation='relu' is not a torch\.nn activation"),
+        ({"channels": []}, "channels", r"^Invalid channels: \[\] \(must be a non-empty list"),
+        ({"kernel_size": 4}, "kernel_size", r"^Invalid kernel_size: 4 \(must be an odd integer"),
+        ({"hidden_size": 0}, "hidden_size", r"^Invalid hidden_size: 0 \(must be >= 1\)"),
+        ({"activation": "relu"}, "activation", r"^Invalid activation: 'relu' is not a torch\.nn activation"),
     ],
 )
-def test_bad_settings(kwargs, match):
+def test_bad_settings(kwargs, argument, match):
     args = {"input_shape": (1, 8, 8), "num_outputs": 10, **kwargs}
-    with pytest.raises(ConfigError, match=match):
+    with pytest.raises(ArgumentError, match=match) as info:
         CNN(**args)
+    assert info.value.argument == argument

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 from hydra.utils import instantiate
 
-from gdlab.config import CONFIG_DIR
-from gdlab.train import build
+from gdlab.factory import build
+from tests.conftest import CONFIG_DIR
 
 GROUPS = sorted(p.name for p in Path(CONFIG_DIR).iterdir() if p.is_dir() and any(p.glob("*.yaml")))
 # hydra/ configures Hydra itself (run dirs); the train.py subprocess tests exercise it.

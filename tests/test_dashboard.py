@@ -3,7 +3,7 @@
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import metadata
 
-from gdlab.dashboard import hparams_for
+from gdlab.runs.hparams import hparams_for
 from gdlab.train import train
 
 
@@ -11,7 +11,9 @@ def _session(run_dir):
     events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"tensors": 0})
     events.Reload()
     content = events.PluginTagToContent(metadata.PLUGIN_NAME)
-    assert metadata.EXPERIMENT_TAG not in content  # see gdlab.dashboard: TensorBoard would take one run's
+    # Lightning's log_hyperparams: the experiment (columns and metrics), the session start and its end
+    experiment = metadata.parse_experiment_plugin_data(content[metadata.EXPERIMENT_TAG])
+    assert {m.name.tag for m in experiment.metric_infos} >= {"train/loss", "val/loss", "test/loss"}
     start = metadata.parse_session_start_info_plugin_data(content[metadata.SESSION_START_INFO_TAG])
     assert metadata.SESSION_END_INFO_TAG in content
     return {k: v.WhichOneof("kind") and getattr(v, v.WhichOneof("kind")) for k, v in start.hparams.items()}

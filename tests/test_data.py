@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from gdlab.data import InMemoryBatches, LinearDataModule
+from gdlab.errors import ArgumentError
 
 
 def test_linear_shapes_splits_and_truth():
@@ -65,22 +66,31 @@ def test_full_batch_datamodule():
 
 @pytest.mark.parametrize("batch_size", [0, -3, 2.5, "64", True])
 def test_bad_batch_size(batch_size):
-    with pytest.raises(ValueError, match=r"data\.batch_size=.*>= 1, or null"):
+    with pytest.raises(
+        ArgumentError, match=r"^Invalid batch_size: .* \(must be an integer >= 1, or None"
+    ) as info:
         LinearDataModule(batch_size=batch_size)
+    assert info.value.argument == "batch_size"
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "match"),
+    ("kwargs", "argument", "match"),
     [
-        ({"val_fraction": 0.0}, r"data\.val_fraction=0\.0 must be strictly between 0 and 1"),
-        ({"test_fraction": 1.2}, r"data\.test_fraction=1\.2"),
-        ({"val_fraction": 0.5, "test_fraction": 0.5}, "leaves no training data"),
-        ({"n_samples": 3}, r"data\.n_samples=3 is too small"),
-        ({"n_features": 0}, r"data\.n_features=0"),
-        ({"noise_std": -1.0}, r"data\.noise_std"),
-        ({"n_features": 2, "true_w": [1.0]}, r"data\.true_w has 1 entries"),
+        (
+            {"val_fraction": 0.0},
+            "val_fraction",
+            r"^Invalid val_fraction: 0\.0 \(must be strictly between 0 and 1\)",
+        ),
+        ({"test_fraction": 1.2}, "test_fraction", r"^Invalid test_fraction: 1\.2"),
+        ({"val_fraction": 0.5, "test_fraction": 0.5}, "val_fraction", "leaves no training data"),
+        ({"n_samples": 3}, "n_samples", r"^Invalid n_samples: 3 \(too small for the splits"),
+        ({"n_features": 0}, "n_features", r"^Invalid n_features: 0"),
+        ({"noise_std": -1.0}, "noise_std", r"^Invalid noise_std: -1\.0"),
+        ({"n_features": 2, "true_w": [1.0]}, "true_w", r"^Invalid true_w: 1 entries but n_features=2"),
     ],
 )
-def test_bad_data_settings(kwargs, match):
-    with pytest.raises(ValueError, match=match):
+def test_bad_data_settings(kwargs, argument, match):
+    """The datamodule names its own arguments; the command line adds the config key (data.<argument>)."""
+    with pytest.raises(ArgumentError, match=match) as info:
         LinearDataModule(**kwargs)
+    assert info.value.argument == argument and "\n" not in str(info.value)

@@ -2,12 +2,14 @@
 output directory per job, and the same final weights as a single-process run."""
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 import torch
 
 from gdlab.data.batches import InMemoryBatches
-from gdlab.errors import ConfigError
+from gdlab.errors import ArgumentError
 from gdlab.train import train
 from tests.conftest import make_cfg, run_train
 
@@ -45,18 +47,26 @@ def test_uneven_last_batch_and_batch_size_checks(caplog):
     # full batch (batch_size=None) splits the whole split
     full = [[len(xb) for xb, _ in _batches(n=10, batch_size=None, world_size=2, rank=r)] for r in (0, 1)]
     assert full == [[5], [5]]
-    with pytest.raises(ConfigError, match=r"data.batch_size=5 .* use a multiple of 2"):
+    with pytest.raises(
+        ArgumentError, match=r"^Invalid batch_size: 5 \(the global batch must split evenly over 2"
+    ):
         _batches(n=10, batch_size=5, world_size=2)
 
 
 @pytest.mark.slow
 def test_ddp_cpu_single_run_matches_a_single_process_run(tmp_path):
-    proc = run_train("trainer=ddp_cpu", f"paths.root={tmp_path / 'ddp'}", *SMALL)
+    # The settings come from a config folder of the user's (--config-dir): the run's processes find it too.
+    (tmp_path / "mine" / "experiment").mkdir(parents=True)
+    (tmp_path / "mine" / "experiment" / "small.yaml").write_text(  # SMALL, as a config file
+        "# @package _global_\ndata:\n  n_samples: 400\ntrainer:\n  max_epochs: 2\noptimizer:\n  lr: 0.1\n"
+    )
+    where = ("--config-dir", str(tmp_path / "mine"), "experiment=small")
+    proc = run_train(*where, "trainer=ddp_cpu", f"paths.root={tmp_path / 'ddp'}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run_dir,) = (tmp_path / "ddp" / "runs").iterdir()  # exactly one directory for both processes
-    assert "trainer=ddp_cpu" in run_dir.name
+    assert "trainer-ddp_cpu" in run_dir.name
     assert sorted(p.name for p in run_dir.glob("*.log")) == ["train.log", "train_ddp_process_1.log"]
-    assert len(list((run_dir / "tensorboard").glob("events.*"))) >= 1
+    assert len(list((run_dir / "tensorboard").glob("events.*"))) == 1
     assert not [p for p in (run_dir / "tensorboard").iterdir() if p.is_dir()]  # one TB run, no per-rank runs
     ddp = json.loads((run_dir / "metrics.json").read_text())
     assert ddp["status"] == "completed" and ddp["step"] == 2 * 5  # 5 global batches per epoch, not 2 x 5
@@ -65,7 +75,16 @@ def test_ddp_cpu_single_run_matches_a_single_process_run(tmp_path):
     assert single["step"] == ddp["step"]
     # metrics over all of val/test (every rank evaluates the whole split) and train/* reduced over ranks:
     # train/loss is the last global batch's loss (the mean of the ranks' half-batch losses)
-    for key in ("val/loss", "val/r2", "test/loss", "test/r2", "train/mse", "train/r2", "train/loss"):
+    for key in (
+        "val/loss",
+        "val/r2",
+        "test/loss",
+        "test/r2",
+        "train/mse",
+        "train/r2",
+        "train/loss",
+        "diag/loss_gap",
+    ):
         assert ddp[key] == pytest.approx(single[key], rel=1e-4), key
     w_ddp = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     w_one = torch.load(tmp_path / "single" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
@@ -91,3 +110,55 @@ def test_ddp_cpu_multirun_one_directory_per_job(tmp_path):
     losses = [json.loads((j / "metrics.json").read_text())["val/loss"] for j in jobs]
     assert losses[1] < losses[0]  # the jobs trained with their own lr (0.01 vs 0.1)
     assert (sweep / "summary.md").is_file()
+
+
+def _processes_mentioning(text: str) -> list[str]:
+    """Command lines of the live processes whose arguments mention ``text``."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if text in cmdline and state != "Z":
+            found.append(cmdline)
+    return found
+
+
+@pytest.mark.slow
+def test_ddp_cpu_sweep_records_a_failed_job_goes_on_and_leaves_no_process(tmp_path):
+    """Rank 1 of the first job fails mid-training; Lightning then kills that job's rank 0. The job is recorded
+    as failed, the next job runs, the summary is written, the exit status is 1, and no process is left."""
+    crash = ("+callbacks.crash._target_=tests.crash.RaiseAtStep", "+callbacks.crash.step=2")
+    proc = run_train(
+        "-m", "trainer=ddp_cpu", "+callbacks.crash.rank=1,7", *crash, f"paths.root={tmp_path}", *SMALL
+    )
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "1 of 2 sweep jobs did not complete (1 failed)" in proc.stderr
+    (sweep,) = (tmp_path / "multirun").iterdir()
+    jobs = sorted((p for p in sweep.iterdir() if p.is_dir()), key=lambda p: p.name)
+    failed, completed = (json.loads((job / "metrics.json").read_text()) for job in jobs)
+    assert failed["status"] == "failed" and failed["error"]  # rank 0 saw rank 1 go (or was killed for it)
+    assert completed["status"] == "completed" and completed["step"] == 10
+    assert (sweep / "summary.md").is_file()
+    assert _processes_mentioning(str(tmp_path)) == []
+
+
+@pytest.mark.slow
+def test_a_ddp_run_whose_rank_0_is_killed_is_recorded_failed_and_leaves_no_process(tmp_path):
+    """Nothing of the killed rank 0 can record anything or stop rank 1: the process that started the run
+    records the failure, says so in one line, and ends every process the run left behind."""
+    kill = (
+        "+callbacks.kill._target_=tests.crash.SignalAtStep",
+        "+callbacks.kill.step=2",
+        "+callbacks.kill.rank=0",
+    )
+    proc = run_train("trainer=ddp_cpu", *kill, f"paths.root={tmp_path}", *SMALL)
+    assert proc.returncode == 1
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    record = json.loads((run_dir / "metrics.json").read_text())
+    assert record["status"] == "failed"
+    assert record["error"].startswith("the run's processes ended with exit status -9 before it finished")
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"error: {record['error']}")
+    assert _processes_mentioning(str(tmp_path)) == []

@@ -8,20 +8,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from gdlab.config import CONFIG_DIR
 from gdlab.evaluate import evaluate
 from gdlab.train import train
-from tests.conftest import make_cfg
+from tests.conftest import compose_config, make_cfg
 
 FAST = ("logger=none", "callbacks=minimal", "trainer=cpu")
 
 
 def eval_cfg(output_dir: Path, *overrides: str):
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose("eval", overrides=[f"paths.output_dir={output_dir}", *FAST[2:], *overrides])
+    return compose_config("eval", f"paths.output_dir={output_dir}", *FAST[2:], *overrides)
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -128,20 +125,25 @@ def test_predict_input_with_the_wrong_width_is_a_clear_error(linear_run, tmp_pat
 def test_eval_command_line_takes_paths_of_run_directories_named_after_overrides(
     linear_run, tmp_path, monkeypatch
 ):
-    """Run directories are named like "<time>_model=mlp,optimizer.lr=0.1": "=" and "," in a path value
-    would be override syntax to Hydra, so path settings are quoted for it."""
+    """Run directories are named like "<time>_model-mlp_optimizer.lr-0.1": characters that Hydra's override
+    grammar reads as syntax ("=", ",") never appear in them, so their paths go on the command line as they
+    are; a path that holds them anyway takes Hydra's quotes."""
     import shutil
     import sys
 
-    from gdlab.evaluate import main
+    from gdlab.entry import eval_main
 
     run_dir, record = linear_run
-    named = tmp_path / "runs" / "2026-01-01_00-00-00-000000_data.n_samples=400,trainer.max_epochs=8"
-    shutil.copytree(run_dir / "checkpoints", named / "checkpoints")
-    monkeypatch.setattr(
-        sys, "argv", ["eval.py", f"ckpt_path={named}/checkpoints/last.ckpt", f"paths.root={tmp_path}"]
-    )
-    main()
-    (out,) = (tmp_path / "eval").iterdir()
-    result = json.loads((out / "metrics.json").read_text())
-    assert result["status"] == "completed" and result["test/loss"] == record["test/loss"]
+    for name, typed in [
+        ("2026-01-01_00-00-00-000000_data.n_samples-400_trainer.max_epochs-8", "{ckpt}"),
+        ("elsewhere/a=1,b=2", "'{ckpt}'"),
+    ]:
+        named = tmp_path / "runs" / name
+        shutil.copytree(run_dir / "checkpoints", named / "checkpoints")
+        ckpt = typed.format(ckpt=named / "checkpoints" / "last.ckpt")
+        root = tmp_path / name.split("/")[0]
+        monkeypatch.setattr(sys, "argv", ["eval.py", f"ckpt_path={ckpt}", f"paths.root={root}"])
+        eval_main()
+        (out,) = (root / "eval").iterdir()
+        result = json.loads((out / "metrics.json").read_text())
+        assert result["status"] == "completed" and result["test/loss"] == record["test/loss"]

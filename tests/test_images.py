@@ -9,7 +9,7 @@ import torch
 
 from gdlab.data import DigitsDataModule, FashionMNISTDataModule, MNISTDataModule
 from gdlab.data.idx import md5sum, read_idx, write_idx
-from gdlab.errors import ConfigError
+from gdlab.errors import ArgumentError
 from gdlab.train import train
 
 NAMES = [
@@ -102,13 +102,13 @@ def test_idx_reader_reads_the_format_byte_by_byte(tmp_path):
 def test_idx_reader_refuses_truncated_and_foreign_files(tmp_path):
     path = write_idx(tmp_path / "t", torch.zeros(4, 5, dtype=torch.uint8))
     path.write_bytes(path.read_bytes()[:-3])
-    with pytest.raises(ConfigError, match=r"is truncated or corrupt: its header says shape \(4, 5\)"):
+    with pytest.raises(ValueError, match=r"is truncated or corrupt: its header says shape \(4, 5\)"):
         read_idx(path)
     (tmp_path / "f").write_bytes(b"PK\x03\x04 not an idx file")
-    with pytest.raises(ConfigError, match="is not an IDX file"):
+    with pytest.raises(ValueError, match="is not an IDX file"):
         read_idx(tmp_path / "f")
     (tmp_path / "g.gz").write_bytes(gzip.compress(b"\x00\x00\x08\x01\x00\x00\x00\x09abc")[:-6])
-    with pytest.raises(ConfigError, match="corrupt gzip file"):
+    with pytest.raises(ValueError, match="corrupt gzip file"):
         read_idx(tmp_path / "g.gz")
 
 
@@ -145,24 +145,26 @@ def test_a_file_whose_checksum_does_not_match_is_never_used(tmp_path):
     target.write_bytes(bytes(data))
     dm = MNISTDataModule(data_dir=str(tmp_path / "mnist"), md5=md5, download=False)
     with pytest.raises(
-        ConfigError, match=r"train-labels-idx1-ubyte\.gz has md5 [0-9a-f]{32}, expected " + md5[target.name]
+        ArgumentError, match=r"train-labels-idx1-ubyte\.gz has md5 [0-9a-f]{32}, expected " + md5[target.name]
     ) as info:
         dm.setup()
     assert "\n" not in str(info.value) and "delete it" in str(info.value)
+    assert info.value.argument == "data_dir"  # the command line says data.data_dir=<dir>: ...
     assert dm.splits == {}
 
 
 def test_missing_files_offline_is_one_line_saying_which_files_go_where(tmp_path):
     dm = MNISTDataModule(data_dir=str(tmp_path / "nowhere"), mirrors=["http://127.0.0.1:9/"], download=True)
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(ArgumentError) as info:
         dm.setup()
     message = str(info.value)
+    assert info.value.argument == "data_dir"
     assert "\n" not in message and "download failed" in message
     assert all(name in message for name in NAMES) and str((tmp_path / "nowhere").resolve()) in message
     no_download = FashionMNISTDataModule(data_dir=str(tmp_path / "f"), download=False)
     with pytest.raises(
-        ConfigError,
-        match=r"Fashion-MNIST needs train-images-idx3-ubyte\.gz, .* \(data\.download=false\): put those files",
+        ArgumentError,
+        match=r"Fashion-MNIST needs train-images-idx3-ubyte\.gz, .* \(download=False\): put those files",
     ):
         no_download.setup()
 
@@ -176,7 +178,7 @@ def test_download_shows_progress_verifies_and_discards_a_corrupt_file(tmp_path, 
     assert "t10k-images-idx3-ubyte.gz" in capsys.readouterr().err  # the progress bar names each file
     bad = dict(md5, **{"t10k-labels-idx1-ubyte.gz": "0" * 32})
     dm = MNISTDataModule(data_dir=str(tmp_path / "data2"), mirrors=[mirror], md5=bad)
-    with pytest.raises(ConfigError, match=r"t10k-labels-idx1-ubyte\.gz .*download failed: .*has md5"):
+    with pytest.raises(ArgumentError, match=r"t10k-labels-idx1-ubyte\.gz .*download failed: .*has md5"):
         dm.setup()
     assert not (tmp_path / "data2" / "t10k-labels-idx1-ubyte.gz").exists()
     assert not list((tmp_path / "data2").glob("*.part"))
@@ -191,10 +193,11 @@ def test_published_checksums_are_the_standard_ones():
 @pytest.mark.parametrize("val_fraction", [0.0, 1.0, 0.001])
 def test_mnist_split_that_leaves_a_split_empty(tmp_path, val_fraction):
     md5, _ = fake_mnist(tmp_path / "m", n_train=20)
-    with pytest.raises(ConfigError, match=rf"data\.val_fraction={val_fraction}"):
+    with pytest.raises(ArgumentError, match=rf"^Invalid val_fraction: {val_fraction}") as info:
         MNISTDataModule(
             data_dir=str(tmp_path / "m"), md5=md5, download=False, val_fraction=val_fraction
         ).setup()
+    assert info.value.argument == "val_fraction"
 
 
 # ---------------------------------------------------------------- training on images
@@ -274,6 +277,6 @@ def test_mnist_files_that_do_not_pair_up_are_refused(tmp_path):
     )  # one label short
     dm = MNISTDataModule(data_dir=str(tmp_path / "m"), md5=md5, download=False)
     with pytest.raises(
-        ConfigError, match=r"expected images \(N, H, W\) and N labels, got \(30, 28, 28\) and \(29,\)"
+        ArgumentError, match=r"expected images \(N, H, W\) and N labels, got \(30, 28, 28\) and \(29,\)"
     ):
         dm.setup()

@@ -24,5 +24,8 @@ def test_mlp_hidden_sizes_and_activation():
 
 
 def test_mlp_unknown_activation():
-    with pytest.raises(ValueError, match=r"model\.activation='Relu' is not a torch\.nn activation"):
+    with pytest.raises(
+        ValueError, match=r"^Invalid activation: 'Relu' is not a torch\.nn activation"
+    ) as info:
         MLP((3,), 1, activation="Relu")
+    assert info.value.argument == "activation"

@@ -103,9 +103,9 @@ def test_confusion_matrix_counts_match_sklearn():
 @pytest.mark.parametrize("every_n_epochs", [0, -1, 1.5])
 def test_bad_picture_interval_is_a_clear_error(every_n_epochs):
     from gdlab.callbacks import DescentPictures
-    from gdlab.errors import ConfigError
+    from gdlab.errors import ArgumentError
 
-    with pytest.raises(ConfigError, match=r"callbacks\.pictures\.every_n_epochs"):
+    with pytest.raises(ArgumentError, match=r"^Invalid every_n_epochs: .* \(must be an integer >= 1\)$"):
         DescentPictures(every_n_epochs=every_n_epochs)
 
 

@@ -7,7 +7,7 @@ from hydra.utils import instantiate
 
 from gdlab.analysis import condition_number, least_squares
 from gdlab.data import PolynomialDataModule
-from gdlab.errors import ConfigError
+from gdlab.errors import ArgumentError
 from gdlab.train import train
 
 
@@ -92,21 +92,21 @@ def test_statistics_survive_state_dict_and_transform_new_inputs_identically():
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "match"),
+    ("kwargs", "argument", "match"),
     [
-        ({"degree": 0}, r"data\.degree=0 must be an integer >= 1"),
-        ({"degree": 2.5}, r"data\.degree=2\.5 must be an integer >= 1"),
-        ({"coefficients": []}, r"data\.coefficients is empty"),
-        ({"x_min": 1.0, "x_max": 1.0}, r"data\.x_min=1\.0 must be below data\.x_max=1\.0"),
-        ({"val_fraction": 0.6, "test_fraction": 0.4}, "leaves no training data"),
-        ({"n_samples": 3}, r"data\.n_samples=3 is too small"),
-        ({"batch_size": 0}, r"data\.batch_size=0 must be an integer >= 1"),
+        ({"degree": 0}, "degree", r"^Invalid degree: 0 \(must be an integer >= 1"),
+        ({"degree": 2.5}, "degree", r"^Invalid degree: 2\.5 \(must be an integer >= 1"),
+        ({"coefficients": []}, "coefficients", r"^Invalid coefficients: empty"),
+        ({"x_min": 1.0, "x_max": 1.0}, "x_min", r"^Invalid x_min: 1\.0 \(must be below x_max=1\.0\)"),
+        ({"val_fraction": 0.6, "test_fraction": 0.4}, "val_fraction", "leaves no training data"),
+        ({"n_samples": 3}, "n_samples", r"^Invalid n_samples: 3 \(too small"),
+        ({"batch_size": 0}, "batch_size", r"^Invalid batch_size: 0 \(must be an integer >= 1"),
     ],
 )
-def test_bad_settings_are_one_clear_line(kwargs, match):
-    with pytest.raises(ConfigError, match=match) as info:
+def test_bad_settings_are_one_clear_line(kwargs, argument, match):
+    with pytest.raises(ArgumentError, match=match) as info:
         PolynomialDataModule(**kwargs)
-    assert "\n" not in str(info.value)
+    assert info.value.argument == argument and "\n" not in str(info.value)
 
 
 def test_gradient_descent_recovers_the_least_squares_polynomial(cfg_factory, tmp_path):

@@ -9,7 +9,7 @@ import sys
 import pytest
 from omegaconf import OmegaConf
 
-from gdlab.sweep import markdown_table, summarize, write_summary
+from gdlab.runs.sweep import markdown_table, summarize, write_summary
 from tests.conftest import REPO_ROOT
 
 # (overrides, metrics.json record) of a 3 lr x 2 seed sweep where lr=1.0 diverged for one seed

@@ -1,7 +1,148 @@
-"""Errors a user can fix: raised where the bad value enters, naming the setting and the fix."""
+"""Errors a user can fix, and the one line each of them becomes on the command line.
+
+- A component (optimizer, datamodule, model, callback) checks its own arguments and raises
+  :class:`ArgumentError`, a ``ValueError`` that names the argument by the component's own name:
+  ``PlainSGD(lr=-1)`` -> "Invalid learning rate: -1 (must be finite and > 0)"
+  (:class:`ArgumentTypeError`, a ``TypeError``, for a value of the wrong type).
+- :func:`gdlab.factory.build` knows which config node it is building; whatever that component raises
+  becomes a :class:`SettingError` naming the setting: "optimizer.lr=-1: Invalid learning rate: ...".
+- :class:`ConfigError` comes from the checks that span the config (``gdlab.validate``, run directories,
+  checkpoints, resume); their messages name the settings themselves. :class:`RunError` says why a run
+  could not finish when no setting is to blame.
+- :func:`describe` turns any exception into the one line ``train.py`` and ``eval.py`` print.
+
+Importing this module costs nothing: the command line uses it before torch is loaded.
+"""
 
 from __future__ import annotations
+
+import errno
+import json
+from collections.abc import Mapping
+from typing import Any
 
 
 class ConfigError(ValueError):
     """A setting has a bad value or does not fit the others; the message names it and says how to fix it."""
+
+
+class RunError(RuntimeError):
+    """A run could not finish for a reason its message states in full (e.g. its processes were killed)."""
+
+
+class ArgumentError(ValueError):
+    """A component's argument is invalid. ``argument`` is the component's own name for it (``lr``), so the
+    component stays reusable under any config key; the message says what is wrong in torch's manner."""
+
+    def __init__(self, argument: str, message: str) -> None:
+        super().__init__(message)
+        self.argument = argument
+
+
+class ArgumentTypeError(TypeError):
+    """A component's argument has the wrong type; ``argument`` as in :class:`ArgumentError`."""
+
+    def __init__(self, argument: str, message: str) -> None:
+        super().__init__(message)
+        self.argument = argument
+
+
+class SettingError(ConfigError):
+    """An error raised while building the component of config node ``key``, as one line naming the setting:
+    ``<key>.<argument>=<value>: <message>`` for an :class:`ArgumentError`, ``<key>: <message>`` otherwise."""
+
+    def __init__(self, key: str, node: Mapping[str, Any] | None, cause: BaseException) -> None:
+        self.key, self.cause = key, cause
+        super().__init__(_setting_line(key, node, cause))
+
+
+def _setting_line(key: str, node: Mapping[str, Any] | None, cause: BaseException) -> str:
+    message = first_line(cause)
+    argument = getattr(cause, "argument", None)
+    if argument is not None:
+        if node is not None and argument in node:
+            return f"{key}.{argument}={show(_get(node, argument))}: {message}"
+        return f"{key}.{argument}: {message}"
+    if type(cause).__name__ == "MisconfigurationException" and key == "trainer":
+        # Lightning's message for a device that is not there (trainer=gpu on a CPU machine, ...)
+        lowered = message.lower()
+        if "accelerator" in lowered or "gpu" in lowered or "backend" in lowered:
+            return (
+                f"trainer: {message} Use trainer=cpu (or trainer.accelerator=auto) on a machine without it."
+            )
+        return f"trainer: {message}"
+    if isinstance(cause, (ValueError, TypeError)):
+        return f"{key}: {message}"
+    return f"{key}: {type(cause).__name__}: {message}"
+
+
+def _get(node: Mapping[str, Any], key: str) -> Any:
+    from omegaconf import OmegaConf
+
+    value = node[key]
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+
+def show(value: Any) -> str:
+    """A config value as a user types it on the command line: ``0.1``, ``null``, ``[16, 32]``, ``mlp``."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (list, tuple, dict)):
+        return json.dumps(value)
+    return str(value)
+
+
+def first_line(err: BaseException | str) -> str:
+    return next((line.strip() for line in str(err).splitlines() if line.strip()), "")
+
+
+def _chain(err: BaseException) -> list[BaseException]:
+    chain = [err]
+    while chain[-1].__cause__ is not None and chain[-1].__cause__ not in chain:
+        chain.append(chain[-1].__cause__)
+    return chain
+
+
+def describe(err: BaseException) -> str:
+    """One line that says what is wrong and, where we know it, which setting to change and how."""
+    from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+    from omegaconf.errors import (
+        ConfigKeyError,
+        MissingMandatoryValue,
+        OmegaConfBaseException,
+        ValidationError,
+    )
+
+    if isinstance(err, MissingConfigException) and err.options is not None and err.missing_cfg_file:
+        group, _, option = str(err.missing_cfg_file).rpartition("/")
+        if group:
+            return f"{group}={option} is not an option: choose one of {', '.join(sorted(err.options))}"
+    if isinstance(err, OverrideParseException):
+        return f"cannot parse the command line: {first_line(err)}"
+    chain = _chain(err)
+    # The first of our own errors in the chain is the message meant for the user (resolvers and Hydra wrap it).
+    cause = next((e for e in chain if isinstance(e, (ConfigError, RunError))), chain[-1])
+    if isinstance(cause, (ConfigError, RunError)):
+        return first_line(cause)
+    key = getattr(cause, "full_key", None)
+    if isinstance(cause, MissingMandatoryValue) and key:
+        return f"{key} is required: pass {key}=<value> on the command line"
+    if isinstance(cause, ValidationError):
+        return f"{key}: {first_line(cause)}: pass a value of the right type" if key else first_line(cause)
+    if isinstance(cause, (ConfigKeyError, AttributeError)) and "not in struct" in str(cause):
+        # Hydra's own text names the key and says "To append to your config use +key=value".
+        text = str(err) if isinstance(err, ConfigCompositionException) else str(cause)
+        lines = [line.strip() for line in text.splitlines() if line.strip() and "full_key" not in line]
+        return " ".join(lines[:2]) + " (or fix the spelling of the key)"
+    if isinstance(err, ConfigCompositionException | OmegaConfBaseException):
+        return " ".join(line.strip() for line in str(err).splitlines()[:2] if line.strip())
+    if isinstance(cause, OSError) and cause.errno is not None:
+        where = cause.filename or "the output directory"
+        if cause.errno == errno.ENAMETOOLONG:
+            return f"the path {where} is too long for the file system: pass a shorter paths.root=<dir>"
+        if cause.errno == errno.ENOSPC:
+            return f"no space left on the disk holding {where}: free space or pass paths.root=<another disk>"
+        return f"cannot write {where}: {cause.strerror}: pass a writable paths.root=<dir> (or fix its permissions)"
+    return f"{type(cause).__name__}: {first_line(cause)}"

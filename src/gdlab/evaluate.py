@@ -15,17 +15,15 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from gdlab.checkpoint import check_fits, load_checkpoint
-from gdlab.cli import describe, hand_errors_to_cli, run_cli
-from gdlab.config import CONFIG_DIR, save_config
 from gdlab.data.batches import InMemoryBatches
-from gdlab.errors import ConfigError
-from gdlab.results import to_number, write_metrics
-from gdlab.rundir import check_run_dir
+from gdlab.errors import ConfigError, describe
+from gdlab.factory import build
+from gdlab.runs.checkpoint import check_fits, load_checkpoint
+from gdlab.runs.record import to_number, write_metrics
+from gdlab.runs.rundir import check_run_dir, save_config
 
 log = logging.getLogger(__name__)
 
@@ -130,8 +128,6 @@ def write_predictions(
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Test (and optionally predict with) the checkpoint ``cfg.ckpt_path``; return metrics.json's record."""
-    from gdlab.train import build  # the same construction path as training
-
     output_dir = Path(cfg.paths.output_dir)
     check_run_dir(output_dir, resuming=False)
     write_metrics(output_dir, {}, status="running")
@@ -167,18 +163,3 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     path = write_metrics(output_dir, metrics, status="completed")
     log.info("evaluation written to %s", path)
     return {**metrics, "status": "completed"}
-
-
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
-@hand_errors_to_cli
-def hydra_main(cfg: DictConfig) -> None:
-    evaluate(cfg)
-
-
-def main() -> None:
-    """Entry point of ``python eval.py`` and ``gdlab-eval``, behind the one-line error layer."""
-    run_cli(hydra_main)
-
-
-if __name__ == "__main__":
-    main()

@@ -1,6 +1,6 @@
 """The losses gradient descent minimises, each declaring which data it fits (``tasks``).
 
-``gdlab.checks`` reads ``tasks`` at start-up, so ``loss=cross_entropy`` on regression data fails
+``gdlab.validate`` reads ``tasks`` at start-up, so ``loss=cross_entropy`` on regression data fails
 before training instead of deep inside torch.
 """
 

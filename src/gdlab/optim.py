@@ -9,17 +9,16 @@ from typing import Any
 import torch
 from torch.optim import Optimizer
 
-from gdlab.errors import ConfigError
+from gdlab.errors import ArgumentError, ArgumentTypeError
 
 
-def check_lr(lr: Any, setting: str = "optimizer.lr") -> float:
-    """Return ``lr`` as a float, or raise a ValueError naming the setting and the fix."""
+def check_lr(lr: Any) -> float:
+    """``lr`` as a float; a ValueError (TypeError for a non-number) in torch's words otherwise."""
     if isinstance(lr, bool) or not isinstance(lr, (int, float)):
-        raise ConfigError(f"{setting}={lr!r} is not a number: pass a positive float, e.g. {setting}=0.1")
-    lr = float(lr)
+        raise ArgumentTypeError("lr", f"Invalid learning rate: {lr!r} (must be a number)")
     if not math.isfinite(lr) or lr <= 0:
-        raise ConfigError(f"{setting}={lr} must be finite and > 0: pass e.g. {setting}=0.1")
-    return lr
+        raise ArgumentError("lr", f"Invalid learning rate: {lr} (must be finite and > 0)")
+    return float(lr)
 
 
 class PlainSGD(Optimizer):
@@ -35,7 +34,7 @@ class PlainSGD(Optimizer):
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         if "lr" in param_group:
-            param_group["lr"] = check_lr(param_group["lr"], "param_group['lr']")
+            param_group["lr"] = check_lr(param_group["lr"])
         super().add_param_group(param_group)
 
     @torch.no_grad()

@@ -1,72 +1,200 @@
-"""Per-step scalars without a per-step cost: kept on the device, written to the loggers in blocks.
+"""The one path of per-step scalars: kept on the device, written to every logger in blocks.
 
-Lightning's ``self.log`` costs about 1 ms of Python per call and a logger write forces a host sync
-(``.item()``), against 0.1-5 ms for a whole small-model training step. ``StepLog`` keeps each step's
-scalars as device tensors and, at ``flush()``, reads all of them back with one ``tolist()`` and writes
-every step under its own step number, so TensorBoard still shows one point per optimizer step.
+Lightning's ``self.log`` costs about 1 ms of Python per call and reading a value back forces a host
+sync, against 0.1-5 ms for a whole small-model training step. Here a training step opens a row
+(``train/loss``) and callbacks add to it (``diag/*``); every ``flush_every`` steps, and at the end
+of each epoch and of training, the pending rows are read back with one host sync and written to
+every logger through the public ``logger.log_metrics``, each row under its own step number. Readers
+(the divergence guard) see the same rows, as numbers, before they are written.
+
+Two kinds of values:
+
+- tensors (the loss, a norm): written at every step;
+- plain numbers (the learning rate): written at the first step of each epoch and whenever they change.
+  The step's ``epoch`` is written the same way.
+
+A callback whose per-step quantities would each take a few small kernels can add one raw tensor per
+step under a key registered with :meth:`StepLog.derive`; at flush the rows' raw tensors are stacked
+and the function computes the logged values for the whole block at once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor
 
+Derive = Callable[[Tensor], Mapping[str, Tensor]]
+Reader = Callable[[list["Written"]], None]
 
-def read_back(tensors: list[Tensor], reduce: Callable[[Tensor], Tensor] | None = None) -> Iterator[float]:
-    """The values of scalar ``tensors`` as floats, in order: one stack + ``tolist()`` (one host sync) per
-    device. float64 keeps every float32/float64 value exact. ``reduce`` maps each stacked block first
-    (DDP: the mean over processes)."""
-    values: list[float] = [0.0] * len(tensors)
-    by_device: dict[torch.device, list[int]] = {}
-    for i, t in enumerate(tensors):
-        by_device.setdefault(t.device, []).append(i)
-    for indices in by_device.values():
-        block = torch.stack([tensors[i].reshape(()).double() for i in indices])
-        for i, value in zip(indices, (block if reduce is None else reduce(block)).tolist(), strict=True):
-            values[i] = value
-    return iter(values)
+
+@dataclass
+class Written:
+    """One flushed step: its number, epoch and every value as a float."""
+
+    step: int
+    epoch: int
+    values: dict[str, float]
+
+
+@dataclass
+class _Row:
+    step: int
+    epoch: int
+    tensors: dict[str, Tensor] = field(default_factory=dict)
+    numbers: dict[str, float] = field(default_factory=dict)
 
 
 class StepLog:
-    """Pending per-step scalars: ``open(step, epoch, values)`` starts a step, ``add(values)`` adds to it,
-    ``flush(loggers)`` writes everything pending and returns the latest step's values as floats."""
+    """Pending per-step rows of one training run (see the module docstring).
 
-    def __init__(self) -> None:
-        self.pending: list[tuple[int, int, dict[str, Tensor | float]]] = []
+    Args:
+        flush_every: rows kept on the device before they are read back and written (1: every step).
+    """
+
+    def __init__(self, flush_every: int = 50) -> None:
+        if isinstance(flush_every, bool) or not isinstance(flush_every, int) or flush_every < 1:
+            raise ValueError(f"Invalid flush_every: {flush_every!r} (must be an integer >= 1)")
+        self.flush_every = flush_every
+        self.latest: dict[str, float] = {}  # the last value of each scalar written so far
+        self.readers: list[Reader] = []
+        self._rows: list[_Row] = []
+        self._derive: dict[str, Derive] = {}
+        self._written_numbers: dict[str, float] = {}
+        self._written_epoch: int | None = None
 
     def __len__(self) -> int:
-        return len(self.pending)
+        return len(self._rows)
 
-    def open(self, step: int, epoch: int, values: Mapping[str, Tensor | float]) -> None:
-        self.pending.append((step, epoch, dict(values)))
+    def open(self, step: int, epoch: int, values: Mapping[str, Tensor | float] | None = None) -> None:
+        """Start the row of optimizer step ``step``; ``add`` attaches to it until the next ``open``."""
+        self._rows.append(_Row(step, epoch))
+        if values:
+            self.add(values)
 
     def add(self, values: Mapping[str, Tensor | float]) -> None:
-        """Add scalars to the most recent step (e.g. from a callback during the same batch)."""
-        if not self.pending:
+        """Attach values to the current step: scalar tensors, plain numbers, or raw tensors under a key
+        registered with :meth:`derive`."""
+        if not self._rows:
             raise RuntimeError("StepLog.add() before any training step: nothing to attach the values to")
+        row = self._rows[-1]
         for name, value in values.items():
-            if isinstance(value, Tensor) and value.numel() != 1:
-                raise ValueError(f"per-step value {name!r} must be a scalar, got shape {tuple(value.shape)}")
-            self.pending[-1][2][name] = value.detach() if isinstance(value, Tensor) else float(value)
+            if isinstance(value, Tensor):
+                if name not in self._derive and value.numel() != 1:
+                    raise ValueError(
+                        f"per-step value {name!r} must be a scalar, got shape {tuple(value.shape)}"
+                    )
+                row.tensors[name] = value.detach()
+            else:
+                row.numbers[name] = float(value)
+
+    def derive(self, key: str, columns: Derive) -> None:
+        """Values added under ``key`` are raw tensors of one fixed shape per step. At flush they are stacked
+        (``(steps, *shape)``) and ``columns(stacked)`` returns the logged values, ``{name: (steps,)}``."""
+        self._derive[key] = columns
+
+    def due(self) -> bool:
+        """True when ``flush_every`` finished steps wait (the current step's row may still grow)."""
+        return len(self._rows) > self.flush_every
 
     def flush(
-        self, loggers: Iterable[Any], reduce: Callable[[Tensor], Tensor] | None = None
-    ) -> dict[str, float]:
-        """Write every pending step to every logger; return the last step's values (empty if none).
-        ``reduce``: see :func:`read_back`."""
-        if not self.pending:
-            return {}
-        pending, self.pending = self.pending, []
-        tensors = [v for _, _, values in pending for v in values.values() if isinstance(v, Tensor)]
-        numbers = read_back(tensors, reduce)
-        rows = []
-        for step, epoch, values in pending:
-            row = {k: next(numbers) if isinstance(v, Tensor) else v for k, v in values.items()}
-            rows.append((step, {**row, "epoch": epoch}))
-        for logger in loggers:
-            for step, row in rows:
-                logger.log_metrics(row, step=step)
-        return {k: v for k, v in rows[-1][1].items() if k != "epoch"}
+        self,
+        loggers: Iterable[Any],
+        reduce: Callable[[Tensor], Tensor] | None = None,
+        keep_current: bool = False,
+    ) -> list[Written]:
+        """Read the pending rows back (one host sync per device), hand them to the readers and write them
+        to every logger; return them. ``keep_current`` leaves the current step's row pending (hooks of the
+        same step may still add to it). ``reduce`` maps each device's block of values first (DDP: the mean
+        over processes)."""
+        rows = self._rows[:-1] if keep_current else self._rows
+        if not rows:
+            return []
+        self._rows = self._rows[len(rows) :]
+        parts, slots = self._gather(rows)
+        written = [Written(r.step, r.epoch, {}) for r in rows]
+        for (name, positions), values in zip(slots, _read_back(parts, reduce), strict=True):
+            for i, value in zip(positions, values, strict=True):
+                written[i].values[name] = value
+        for w, row in zip(written, rows, strict=True):
+            w.values.update(row.numbers)
+        for reader in self.readers:
+            reader(written)
+        for w, row in zip(written, rows, strict=True):
+            self.latest.update(w.values)
+            metrics = self._metrics(w, row.numbers)
+            for logger in loggers:
+                logger.log_metrics(metrics, step=w.step)
+        return written
+
+    def _gather(self, rows: list[_Row]) -> tuple[list[Tensor], list[tuple[str, list[int]]]]:
+        """The tensors to read back, each 1-d, and for each the (name, row positions) its values go to."""
+        parts: list[Tensor] = []
+        slots: list[tuple[str, list[int]]] = []
+        scalars: dict[str, list[int]] = {}
+        for i, row in enumerate(rows):
+            for name in row.tensors:
+                scalars.setdefault(name, []).append(i)
+        for name, positions in scalars.items():
+            if name in self._derive:
+                raw = torch.stack([rows[i].tensors[name] for i in positions])
+                for column, values in self._derive[name](raw).items():
+                    parts.append(values.reshape(-1))
+                    slots.append((column, positions))
+            else:
+                parts.append(torch.stack([rows[i].tensors[name].reshape(()) for i in positions]))
+                slots.append((name, positions))
+        return parts, slots
+
+    def _metrics(self, w: Written, numbers: Mapping[str, float]) -> dict[str, float]:
+        """What one row writes: every tensor value; numbers and the epoch at an epoch's first step or when
+        they changed."""
+        new_epoch = w.epoch != self._written_epoch
+        metrics = {}
+        for name, value in w.values.items():
+            if name in numbers:
+                last = self._written_numbers.get(name)
+                if not new_epoch and last is not None and _same(last, value):
+                    continue
+                self._written_numbers[name] = value
+            metrics[name] = value
+        if new_epoch:
+            metrics["epoch"] = float(w.epoch)
+            self._written_epoch = w.epoch
+        return metrics
+
+
+def _same(a: float, b: float) -> bool:
+    return a == b or (math.isnan(a) and math.isnan(b))
+
+
+def _read_back(parts: list[Tensor], reduce: Callable[[Tensor], Tensor] | None) -> list[list[float]]:
+    """The values of each 1-d tensor in ``parts``: one ``tolist()`` (one host sync) per device. float64
+    keeps every float32/float64 value exact."""
+    by_device: dict[torch.device, list[int]] = {}
+    for i, part in enumerate(parts):
+        by_device.setdefault(part.device, []).append(i)
+    values: list[list[float]] = [[] for _ in parts]
+    for indices in by_device.values():
+        block = torch.cat([parts[i].to(torch.float64) for i in indices])
+        flat = (block if reduce is None else reduce(block)).tolist()
+        start = 0
+        for i in indices:
+            values[i] = flat[start : start + len(parts[i])]
+            start += len(parts[i])
+    return values
+
+
+def step_log_of(module: Any, user: object) -> StepLog:
+    """The :class:`StepLog` of a LightningModule (gdlab's ``GDModule``), for a callback that writes to it."""
+    log = getattr(module, "step_log", None)
+    if not isinstance(log, StepLog):
+        raise TypeError(
+            f"{type(user).__name__} writes through gdlab's step log: it needs gdlab.module.GDModule, "
+            f"got {type(module).__name__}"
+        )
+    return log

@@ -1,29 +1,44 @@
-"""The Hydra task: compose -> seed -> data -> model -> fit -> test -> metrics.json."""
+"""The training task: run dir -> seed -> build -> fit -> test -> metrics.json and the HParams entry.
+
+:func:`task` is what Hydra runs for each run or sweep job (via :mod:`gdlab.entry`); :func:`train`
+trains one run in this process.
+"""
 
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
-import hydra
 import lightning as L
-import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from gdlab.checkpoint import LastCheckpoint, check_fits, load_checkpoint, resolve_ckpt_path, resume_argv
-from gdlab.checks import check_data_model_loss, check_network_outputs
-from gdlab.cli import describe, hand_errors_to_cli, run_cli
-from gdlab.config import CONFIG_DIR, print_config, save_config
-from gdlab.dashboard import log_hparams
+from gdlab.callbacks.guard import DivergenceGuard
+from gdlab.errors import ConfigError, describe
+from gdlab.factory import build
+from gdlab.loggers import TensorBoardLogger
 from gdlab.module import GDModule
-from gdlab.results import to_number, write_metrics
-from gdlab.rundir import check_run_dir
-from gdlab.schema import check_ranges
-from gdlab.sweep import in_multirun, record_failed_job
+from gdlab.runs.checkpoint import LastCheckpoint, check_fits, load_checkpoint, resolve_ckpt_path
+from gdlab.runs.hparams import log_hparams
+from gdlab.runs.processes import in_multirun, launches_processes, run_in_child
+from gdlab.runs.record import to_number, write_metrics
+from gdlab.runs.resume import resumed_config, resuming
+from gdlab.runs.rundir import check_run_dir, save_config
 
 log = logging.getLogger(__name__)
+
+
+def task(cfg: DictConfig) -> float | None:
+    """One run or sweep job: resume it if asked, train it here or, when Lightning would start its DDP
+    processes, in a child process (:mod:`gdlab.runs.processes`); return ``cfg.optimized_metric``."""
+    if resuming(cfg.get("resume"), cfg.get("ckpt_path")):
+        if in_multirun():
+            raise ConfigError("resume continues one run: drop -m/--multirun (or resume each job on its own)")
+        cfg = resumed_config(cfg)
+    record = run_in_child(cfg) if launches_processes(cfg) else train(cfg)
+    value = record.get(cfg.get("optimized_metric"))
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def _route_lightning_logs_to_hydra() -> None:
@@ -35,41 +50,31 @@ def _route_lightning_logs_to_hydra() -> None:
         lightning_logger.propagate = True
 
 
-def build(cfg: DictConfig) -> tuple[L.LightningDataModule, GDModule, L.Trainer]:
-    """Instantiate datamodule, module and trainer from a composed config (no training)."""
-    datamodule = instantiate(cfg.data)
-    check_data_model_loss(cfg, datamodule)  # incompatible choices fail here, before anything trains
-    net = instantiate(cfg.model, input_shape=datamodule.input_shape, num_outputs=datamodule.num_outputs)
-    check_network_outputs(cfg, net, datamodule)
-    module = GDModule(
-        net=net,
-        loss_fn=instantiate(cfg.loss),
-        optimizer=instantiate(cfg.optimizer),
-        task=datamodule.task,
-        num_outputs=datamodule.num_outputs,
-        config=OmegaConf.to_container(cfg, resolve=True),
-        log_flush_steps=cfg.get("log_flush_steps", 50),
-    )
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
-    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-    return datamodule, module, trainer
+def print_config(cfg: DictConfig) -> None:
+    """Print the composed config as a syntax-highlighted YAML tree (plain text without a terminal),
+    groups first in the order a reader scans them."""
+    from rich.console import Console
+    from rich.syntax import Syntax
+
+    order = ["data", "model", "loss", "optimizer", "trainer", "callbacks", "logger", "paths"]
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    keys = [k for k in order if k in resolved] + [k for k in resolved if k not in order]
+    text = OmegaConf.to_yaml({k: resolved[k] for k in keys}, sort_keys=False)
+    Console().print(Syntax(text, "yaml", theme="ansi_dark", background_color="default"))
 
 
-def run_status(trainer: L.Trainer) -> dict[str, Any]:
-    """How training ended. A callback that stops a run early (e.g. a divergence guard) says why by
-    setting ``run_status = {"status": "diverged", "step": ..., "error": "..."}``; else ``completed``."""
+def outcome(trainer: L.Trainer, module: GDModule) -> dict[str, Any]:
+    """How training ended: ``{"status": "completed"}``, or diverged with the step and one line."""
     for callback in trainer.callbacks:
-        status = getattr(callback, "run_status", None)
-        if status:
-            return dict(status)
+        if isinstance(callback, DivergenceGuard) and callback.diverged is not None:
+            return {"status": "diverged", "step": callback.diverged.step, "error": callback.diverged.error}
     # Without the guard (e.g. callbacks=none) a NaN loss must still not read as a finished run.
-    loss = trainer.callback_metrics.get("train/loss")
-    if loss is not None and not bool(torch.isfinite(loss).all()):
+    loss = module.step_log.latest.get("train/loss")
+    if loss is not None and not math.isfinite(loss):
         return {
             "status": "diverged",
             "step": trainer.global_step,
-            "error": f"train/loss = {float(loss)} at the end of training: lower optimizer.lr",
+            "error": f"train/loss = {loss} at the end of training: lower optimizer.lr",
         }
     return {"status": "completed"}
 
@@ -96,8 +101,15 @@ def _save_interrupted(trainer: L.Trainer | None) -> None:
             log.info("interrupted at step %d: saved %s", trainer.global_step, callback.path)
 
 
+def _metrics(trainer: L.Trainer, module: GDModule) -> dict[str, Any]:
+    """Epoch metrics (``val/loss``, ``train/mse``, ...) and the last value of every per-step one."""
+    values = {k: to_number(v) for k, v in trainer.callback_metrics.items()}
+    values.update(module.step_log.latest)
+    return values
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """Run one training job described by ``cfg``; return the record written to metrics.json."""
+    """Train one run in this process; return the record written to metrics.json."""
     _route_lightning_logs_to_hydra()
     output_dir = Path(cfg.paths.output_dir)
     check_run_dir(output_dir, resuming=bool(cfg.get("resume")))
@@ -108,22 +120,25 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     metrics: dict[str, Any] = {}
     trainer = None
     try:
-        check_ranges(cfg)
         L.seed_everything(cfg.seed, workers=True, verbose=False)
         datamodule, module, trainer = build(cfg)
         if hasattr(datamodule, "true_params"):
             truth = {k: to_number(v) for k, v in datamodule.true_params().items()}
             log.info("true parameters of the data: %s", truth)
-
         ckpt_path = start_checkpoint(cfg, module, output_dir)
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-        metrics.update({k: to_number(v) for k, v in trainer.callback_metrics.items()})
-        status = run_status(trainer)
+        metrics.update(_metrics(trainer, module))
+        status = outcome(trainer, module)
         if status["status"] == "completed":
             # Test the final weights: the point where gradient descent ended, the same as last.ckpt.
             trainer.test(module, datamodule=datamodule, verbose=True)
-            metrics.update({k: to_number(v) for k, v in trainer.callback_metrics.items()})
+            metrics.update(_metrics(trainer, module))
         metrics.update(epoch=trainer.current_epoch, step=trainer.global_step)
+        metrics.update({k: v for k, v in status.items() if k != "status"})
+        record = {**metrics, "status": status["status"]}
+        log_hparams(
+            trainer.loggers, cfg, record, step=max(trainer.global_step - 1, 0)
+        )  # TensorBoard's HParams tab
     except (KeyboardInterrupt, SystemExit):
         # Lightning turns Ctrl+C inside fit() into its own shutdown followed by sys.exit(1).
         _save_interrupted(trainer)
@@ -132,35 +147,16 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         raise
     except Exception as err:
         write_metrics(output_dir, metrics, status="failed", error=describe(err))
-        log_hparams(trainer, cfg, {**metrics, "status": "failed"}, best_effort=True)
+        if trainer is not None:
+            try:
+                log_hparams(trainer.loggers, cfg, {**metrics, "status": "failed"}, step=trainer.global_step)
+            except Exception as hparams_err:  # the run's own error is the one to report
+                log.warning("could not write the HParams entry: %s", hparams_err)
         raise
-    metrics.update({k: v for k, v in status.items() if k != "status"})
-    path = write_metrics(output_dir, metrics, status=status["status"])
-    log.info("final metrics written to %s (status: %s)", path, status["status"])
-    log_hparams(trainer, cfg, {**metrics, "status": status["status"]})  # TensorBoard's HParams tab
-    return {**metrics, "status": status["status"]}
-
-
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
-@hand_errors_to_cli
-def hydra_main(cfg: DictConfig) -> float | None:
-    """The Hydra task (one job of a run or sweep); returns ``cfg.optimized_metric``."""
-    try:
-        metrics = train(cfg)
-    except Exception as err:
-        if not in_multirun():
-            raise
-        record_failed_job(err)  # a multirun goes on; SweepSummary sets the exit status at the end
-        return None
-    value = metrics.get(cfg.get("optimized_metric"))
-    return float(value) if isinstance(value, (int, float)) else None
-
-
-def main() -> float | None:
-    """Entry point of ``python train.py`` and ``gdlab-train``: the Hydra task behind the one-line error
-    layer (gdlab.cli), with ``resume=<run dir>|last`` restoring that run's directory and overrides."""
-    return run_cli(hydra_main, rewrite_argv=resume_argv)
-
-
-if __name__ == "__main__":
-    main()
+    finally:
+        for logger in trainer.loggers if trainer is not None else []:
+            if isinstance(logger, TensorBoardLogger):
+                logger.close()  # the run's one event file is complete
+    path = write_metrics(output_dir, metrics, status=record["status"])
+    log.info("final metrics written to %s (status: %s)", path, record["status"])
+    return record

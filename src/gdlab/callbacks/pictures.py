@@ -19,7 +19,7 @@ from torch import Tensor
 
 from gdlab.callbacks import figures
 from gdlab.callbacks.linear import LinearView, linear_view
-from gdlab.errors import ConfigError
+from gdlab.errors import ArgumentError
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +35,8 @@ class DescentPictures(L.Callback):
 
     def __init__(self, dirpath: str | None = None, every_n_epochs: int = 5, max_points: int = 500) -> None:
         if isinstance(every_n_epochs, bool) or not isinstance(every_n_epochs, int) or every_n_epochs < 1:
-            raise ConfigError(
-                f"callbacks.pictures.every_n_epochs={every_n_epochs!r} must be an integer >= 1 "
-                "(or disable the callback with callbacks.pictures=null)"
+            raise ArgumentError(
+                "every_n_epochs", f"Invalid every_n_epochs: {every_n_epochs!r} (must be an integer >= 1)"
             )
         self.dirpath = Path(dirpath) if dirpath else None
         self.every_n_epochs = every_n_epochs

@@ -9,36 +9,39 @@ import torch
 
 from gdlab.analysis import Reference, reference
 from gdlab.data.batches import InMemoryBatches
-from gdlab.errors import ConfigError
+from gdlab.errors import ArgumentError
 
 
-def check_batch_size(batch_size: Any) -> int | None:
+def check_batch_size(batch_size: Any, argument: str = "batch_size") -> int | None:
     """``None`` (full batch) or a positive int; anything else is a clear error."""
     if batch_size is None:
         return None
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(
-            f"data.batch_size={batch_size!r} must be an integer >= 1, or null for full-batch gradient descent"
+        raise ArgumentError(
+            argument,
+            f"Invalid {argument}: {batch_size!r} (must be an integer >= 1, or None for full-batch gradient descent)",
         )
     return batch_size
 
 
 def split_sizes(n_samples: int, val_fraction: float, test_fraction: float) -> tuple[int, int, int]:
     """Sizes of train/val/test; every split must keep at least one sample."""
-    for name, frac in (("data.val_fraction", val_fraction), ("data.test_fraction", test_fraction)):
+    for name, frac in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
         if not 0.0 < frac < 1.0:
-            raise ConfigError(f"{name}={frac} must be strictly between 0 and 1, e.g. {name}=0.15")
+            raise ArgumentError(name, f"Invalid {name}: {frac} (must be strictly between 0 and 1)")
     if val_fraction + test_fraction >= 1.0:
-        raise ConfigError(
-            f"data.val_fraction + data.test_fraction = {val_fraction + test_fraction} leaves no training data: "
-            "keep their sum below 1"
+        raise ArgumentError(
+            "val_fraction",
+            f"Invalid val_fraction + test_fraction: {val_fraction + test_fraction} (leaves no training data: "
+            "keep the sum below 1)",
         )
     n_val, n_test = round(n_samples * val_fraction), round(n_samples * test_fraction)
     n_train = n_samples - n_val - n_test
     if min(n_train, n_val, n_test) < 2:  # R^2 (and any variance) needs two samples per split
-        raise ConfigError(
-            f"data.n_samples={n_samples} is too small for the splits (train={n_train}, val={n_val}, test={n_test}; "
-            "each needs >= 2): raise data.n_samples"
+        raise ArgumentError(
+            "n_samples",
+            f"Invalid n_samples: {n_samples} (too small for the splits: train={n_train}, val={n_val}, "
+            f"test={n_test}; each needs >= 2)",
         )
     return n_train, n_val, n_test
 
@@ -64,7 +67,7 @@ class InMemoryDataModule(L.LightningDataModule):
         self.batch_size = check_batch_size(batch_size)
         self.shuffle = shuffle
         self.shuffle_seed = shuffle_seed
-        self.eval_batch_size = check_batch_size(eval_batch_size)
+        self.eval_batch_size = check_batch_size(eval_batch_size, "eval_batch_size")
         self.seed = seed
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -97,6 +100,8 @@ class InMemoryDataModule(L.LightningDataModule):
     def train_dataloader(self) -> InMemoryBatches:
         batches = self._batches("train", train=True)
         trainer = self.trainer  # set by Lightning; None when called by hand
+        if trainer is not None:
+            batches.epoch_source = lambda: trainer.current_epoch  # each epoch's own shuffle order
         if trainer is not None and trainer.world_size > 1:
             # DDP: each process takes its share of every global batch (val/test: every process sees
             # the whole split, so the epoch metrics are the single-process ones).

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 
-from gdlab.errors import ConfigError
+from gdlab.errors import ArgumentError
 
 log = logging.getLogger(__name__)
 
@@ -18,7 +18,8 @@ class InMemoryBatches:
     One index-tensor gather per batch (when shuffling) instead of a ``__getitem__`` call per
     sample plus collate. ``batch_size=None`` yields the whole split as one batch (full-batch
     gradient descent). The shuffle order of epoch ``e`` depends only on ``(seed, e)``, so a
-    resumed run sees the same order as an uninterrupted one.
+    resumed run sees the same order as an uninterrupted one. The epoch is ``set_epoch``'s, or, with
+    ``epoch_source`` (e.g. ``lambda: trainer.current_epoch``), read from it when a pass starts.
     """
 
     def __init__(
@@ -28,6 +29,7 @@ class InMemoryBatches:
         shuffle: bool = False,
         seed: int = 0,
         drop_last: bool = False,
+        epoch_source: Callable[[], int] | None = None,
     ) -> None:
         if not tensors or any(len(t) != len(tensors[0]) for t in tensors):
             raise ValueError("InMemoryBatches needs tensors of equal length along dim 0")
@@ -38,18 +40,10 @@ class InMemoryBatches:
         self.seed = seed
         self.drop_last = drop_last
         self.epoch = 0
+        self.epoch_source = epoch_source
         self._served = 0  # batches handed out so far in the current pass
         self.rank, self.world_size = 0, 1  # see shard()
         self._resume_state: dict[str, int] | None = None
-
-    # Lightning's fit loop calls ``loader.sampler.set_epoch(epoch)`` at each epoch start;
-    # exposing ourselves as the "sampler" is how a plain iterable receives the epoch.
-    # (Lightning reads ``batch_sampler`` whenever ``sampler`` exists.)
-    batch_sampler = None
-
-    @property
-    def sampler(self) -> InMemoryBatches:
-        return self
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -65,9 +59,10 @@ class InMemoryBatches:
         averages the per-process gradients, so the steps equal single-process ones when each batch
         splits evenly. Lightning shards only DataLoaders, not this iterable, hence this method."""
         if self.batch_size % world_size:
-            raise ConfigError(
-                f"data.batch_size={self.batch_size} (the global batch) does not split evenly over "
-                f"{world_size} processes: use a multiple of {world_size}"
+            raise ArgumentError(
+                "batch_size",
+                f"Invalid batch_size: {self.batch_size} (the global batch must split evenly over {world_size} "
+                f"processes: use a multiple of {world_size})",
             )
         self.rank, self.world_size = int(rank), int(world_size)
         dropped = (self.n % self.batch_size) % world_size if not self.drop_last else 0
@@ -93,7 +88,7 @@ class InMemoryBatches:
         return torch.randperm(self.n, generator=gen)
 
     # Mid-epoch resume. Lightning stores ``state_dict()`` of a stateful train loader in every checkpoint
-    # (``loops.fit_loop.state_dict.combined_loader``) and calls ``load_state_dict`` before the resumed
+    # (under the checkpoint's ``loops`` entry) and calls ``load_state_dict`` before the resumed
     # epoch's ``iter()``. Our length is known, so Lightning prefetches nothing: when a checkpoint is
     # saved after training on batch ``i``, exactly ``i + 1`` batches have been served, and the resumed
     # pass continues with batch ``i + 1`` of the same ``(seed, epoch)`` order.
@@ -111,6 +106,9 @@ class InMemoryBatches:
         return 0
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
+        # A generator: the body, epoch included, runs when the first batch is taken, i.e. inside the epoch.
+        if self.epoch_source is not None:
+            self.epoch = int(self.epoch_source())
         start = self._start()
         self._served = start
         order = self.permutation(self.epoch).to(self.tensors[0].device) if self.shuffle else None

@@ -6,7 +6,7 @@ import torch
 
 from gdlab.data.base import split_sizes
 from gdlab.data.images import ImageDataModule, Split, seeded_split
-from gdlab.errors import ConfigError
+from gdlab.errors import ArgumentError
 
 N_IMAGES = 1797  # the size of scikit-learn's digits set
 
@@ -38,10 +38,11 @@ class DigitsDataModule(ImageDataModule):
             eval_batch_size=eval_batch_size,
         )
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
-        for name, frac in (("data.val_fraction", val_fraction), ("data.test_fraction", test_fraction)):
-            if 0.0 < frac < 1.0 and round(N_IMAGES * frac) < 1:  # (split_sizes would blame n_samples)
-                raise ConfigError(
-                    f"{name}={frac} leaves that split empty ({N_IMAGES} images): use at least 0.001"
+        for name, frac in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+            if 0.0 < frac < 1.0 and round(N_IMAGES * frac) < 2:  # (split_sizes would blame n_samples)
+                raise ArgumentError(
+                    name,
+                    f"Invalid {name}: {frac} (leaves that split almost empty of the {N_IMAGES} images: use at least 0.001)",
                 )
         split_sizes(N_IMAGES, val_fraction, test_fraction)  # bad fractions fail here, before any loading
 

@@ -21,8 +21,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gdlab.errors import ConfigError
-
 log = logging.getLogger(__name__)
 
 # IDX type code -> numpy dtype (big-endian where it matters)
@@ -37,7 +35,7 @@ def _read_bytes(path: Path) -> bytes:
     try:
         return gzip.decompress(raw)
     except (OSError, EOFError, zlib.error) as err:
-        raise ConfigError(f"{path} is a corrupt gzip file ({err}): delete it and fetch it again") from None
+        raise ValueError(f"{path} is a corrupt gzip file ({err}): delete it and fetch it again") from None
 
 
 def read_idx(path: str | os.PathLike) -> torch.Tensor:
@@ -45,17 +43,17 @@ def read_idx(path: str | os.PathLike) -> torch.Tensor:
     path = Path(path)
     data = _read_bytes(path)
     if len(data) < 4 or data[:2] != b"\x00\x00" or data[2] not in IDX_TYPES:
-        raise ConfigError(
+        raise ValueError(
             f"{path} is not an IDX file (bad header {data[:4].hex()}): replace it with the original"
         )
     dtype, ndim = np.dtype(IDX_TYPES[data[2]]), data[3]
     header = 4 + 4 * ndim
     if len(data) < header:
-        raise ConfigError(f"{path} is truncated (header cut short): delete it and fetch it again")
+        raise ValueError(f"{path} is truncated (header cut short): delete it and fetch it again")
     shape = struct.unpack(f">{ndim}I", data[4:header])
     expected = math.prod(shape) * dtype.itemsize
     if len(data) - header != expected:
-        raise ConfigError(
+        raise ValueError(
             f"{path} is truncated or corrupt: its header says shape {shape} ({expected} bytes of data) "
             f"but it holds {len(data) - header}: delete it and fetch it again"
         )
@@ -88,7 +86,7 @@ def verify_md5(path: Path, md5: str) -> None:
     """Refuse a file whose checksum is not ``md5``: it is never used silently."""
     actual = md5sum(path)
     if actual != md5:
-        raise ConfigError(
+        raise ValueError(
             f"{path} has md5 {actual}, expected {md5}: the file is corrupt or not the expected one; "
             "delete it (it is downloaded again) or replace it with the original"
         )
@@ -124,8 +122,8 @@ def fetch_idx_files(
 
     ``files`` maps the gzipped file names to their md5. An uncompressed file has no published
     checksum: it is accepted when its IDX header matches its size (``read_idx`` checks that).
-    Offline, or with ``allow_download=False``, a missing file is one ``ConfigError`` line saying
-    which files to put where.
+    Offline, or with ``allow_download=False``, a missing file is a ``FileNotFoundError`` saying which
+    files to put where. A file that is not the expected one is a ``ValueError``.
     """
     data_dir = Path(data_dir)
     found: dict[str, Path] = {}
@@ -138,7 +136,7 @@ def fetch_idx_files(
             log.info("%s: uncompressed, no published checksum; its IDX header is checked instead", raw)
             found[name] = raw
     missing = [name for name in files if name not in found]
-    reason = "data.download=false"
+    reason = "download=False"
     if missing and allow_download:
         data_dir.mkdir(parents=True, exist_ok=True)
         errors: list[str] = []
@@ -150,7 +148,7 @@ def fetch_idx_files(
                     download(url, data_dir / name, files[name])
                     found[name] = data_dir / name
                     break
-                except (urllib.error.URLError, OSError, ConfigError) as err:
+                except (urllib.error.URLError, OSError, ValueError) as err:
                     errors.append(f"{url}: {getattr(err, 'reason', err)}")
                     log.warning("download failed: %s", errors[-1])
             if name not in found:
@@ -159,8 +157,8 @@ def fetch_idx_files(
         reason = f"download failed: {errors[-1]}" if errors else reason
     if missing:
         where = data_dir.resolve()
-        raise ConfigError(
+        raise FileNotFoundError(
             f"{dataset} needs {', '.join(missing)} in {where} ({reason}): put those files there (gzipped or not; "
-            f"from {mirrors[0] if mirrors else 'the dataset site'}), or point data.data_dir at the folder holding them"
+            f"from {mirrors[0] if mirrors else 'the dataset site'}), or point data_dir at the folder holding them"
         )
     return found

@@ -8,7 +8,7 @@ import torch
 
 from gdlab.data.base import InMemoryDataModule
 from gdlab.data.standardize import Standardizer
-from gdlab.errors import ConfigError
+from gdlab.errors import ArgumentError
 
 Split = tuple[torch.Tensor, torch.Tensor]
 
@@ -21,8 +21,8 @@ def seeded_split(x: torch.Tensor, y: torch.Tensor, sizes: tuple[int, ...], seed:
 
 def check_val_fraction(val_fraction: float) -> float:
     if not 0.0 < val_fraction < 1.0:
-        raise ConfigError(
-            f"data.val_fraction={val_fraction} must be strictly between 0 and 1, e.g. data.val_fraction=0.1"
+        raise ArgumentError(
+            "val_fraction", f"Invalid val_fraction: {val_fraction} (must be strictly between 0 and 1)"
         )
     return val_fraction
 
@@ -31,9 +31,10 @@ def holdout_sizes(n: int, val_fraction: float) -> tuple[int, int]:
     """(train, val) sizes when the test split is fixed by the dataset; both must be non-empty."""
     n_val = round(n * check_val_fraction(val_fraction))
     if not 1 <= n_val < n:
-        raise ConfigError(
-            f"data.val_fraction={val_fraction} of {n} training images leaves an empty split "
-            f"(train={n - n_val}, val={n_val}): choose a fraction that keeps both non-empty"
+        raise ArgumentError(
+            "val_fraction",
+            f"Invalid val_fraction: {val_fraction} of {n} training images leaves an empty split "
+            f"(train={n - n_val}, val={n_val}): choose a fraction that keeps both non-empty",
         )
     return n - n_val, n_val
 
@@ -63,7 +64,9 @@ class ImageDataModule(InMemoryDataModule):
             eval_batch_size=eval_batch_size,
         )
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-            raise ConfigError(f"data.num_classes={num_classes!r} must be an integer >= 2")
+            raise ArgumentError(
+                "num_classes", f"Invalid num_classes: {num_classes!r} (must be an integer >= 2)"
+            )
         self.num_classes = num_classes
         self.normalize = normalize
         self.standardizer = Standardizer(dims=(0, 2, 3))  # one mean/std per channel
@@ -86,9 +89,10 @@ class ImageDataModule(InMemoryDataModule):
                         f"{type(self).__name__}.load_splits()[{name!r}]: need (N, C, H, W) images, int64 (N,) labels"
                     )
                 if len(y) and (int(y.min()) < 0 or int(y.max()) >= self.num_classes):
-                    raise ConfigError(
-                        f"the {name} labels span {int(y.min())}..{int(y.max())} but data.num_classes={self.num_classes}: "
-                        "fix data.num_classes or the label files"
+                    raise ArgumentError(
+                        "num_classes",
+                        f"the {name} labels span {int(y.min())}..{int(y.max())} but num_classes={self.num_classes}: "
+                        "fix num_classes or the label files",
                     )
         if self.normalize and not self.standardizer.fitted:
             self.standardizer.fit(self.raw_splits["train"][0])  # training split only

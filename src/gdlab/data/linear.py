@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from gdlab.data.base import InMemoryDataModule, split_sizes
-from gdlab.errors import ConfigError
+from gdlab.errors import ArgumentError
 
 
 class LinearDataModule(InMemoryDataModule):
@@ -42,13 +42,13 @@ class LinearDataModule(InMemoryDataModule):
     ) -> None:
         super().__init__(batch_size=batch_size, seed=seed, shuffle=shuffle, shuffle_seed=shuffle_seed)
         if n_features < 1:
-            raise ConfigError(f"data.n_features={n_features} must be >= 1")
+            raise ArgumentError("n_features", f"Invalid n_features: {n_features} (must be >= 1)")
         if noise_std < 0:
-            raise ConfigError(f"data.noise_std={noise_std} must be >= 0")
-        for name, vec in (("data.feature_scales", feature_scales), ("data.true_w", true_w)):
+            raise ArgumentError("noise_std", f"Invalid noise_std: {noise_std} (must be >= 0)")
+        for name, vec in (("feature_scales", feature_scales), ("true_w", true_w)):
             if vec is not None and len(vec) != n_features:
-                raise ConfigError(
-                    f"{name} has {len(vec)} entries but data.n_features={n_features}: make them match"
+                raise ArgumentError(
+                    name, f"Invalid {name}: {len(vec)} entries but n_features={n_features} (make them match)"
                 )
         self.sizes = split_sizes(n_samples, val_fraction, test_fraction)
         self.n_samples, self.n_features, self.noise_std = n_samples, n_features, noise_std

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import ClassVar
 
 from gdlab.data.idx import fetch_idx_files, read_idx
 from gdlab.data.images import ImageDataModule, Split, check_val_fraction, holdout_sizes, seeded_split
-from gdlab.errors import ConfigError
+from gdlab.errors import ArgumentError
 
 
 class MNISTDataModule(ImageDataModule):
@@ -66,21 +67,24 @@ class MNISTDataModule(ImageDataModule):
         self.val_fraction = val_fraction
 
     def load_splits(self) -> dict[str, Split]:
-        paths = fetch_idx_files(self.data_dir, self.md5, self.mirrors, self.download, dataset=self.name)
-
-        def pair(prefix: str) -> Split:
-            images = read_idx(paths[f"{prefix}-images-idx3-ubyte.gz"])
-            labels = read_idx(paths[f"{prefix}-labels-idx1-ubyte.gz"])
-            if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-                raise ConfigError(
-                    f"{self.name} {prefix}: expected images (N, H, W) and N labels, got {tuple(images.shape)} "
-                    f"and {tuple(labels.shape)}: replace the files in {self.data_dir} with the originals"
-                )
-            return images.unsqueeze(1).float() / 255.0, labels.long()
-
-        (x, y), test = pair("train"), pair("t10k")
+        try:
+            paths = fetch_idx_files(self.data_dir, self.md5, self.mirrors, self.download, dataset=self.name)
+            (x, y), test = self._read(paths, "train"), self._read(paths, "t10k")
+        except (ValueError, OSError) as err:  # a file missing, unreadable or not the expected one
+            raise ArgumentError("data_dir", str(err)) from err
         train, val = seeded_split(x, y, holdout_sizes(len(x), self.val_fraction), self.seed)
         return {"train": train, "val": val, "test": test}
+
+    def _read(self, paths: Mapping[str, Path], prefix: str) -> Split:
+        """Images and labels of one file pair (``train`` or ``t10k``), scaled to [0, 1]."""
+        images = read_idx(paths[f"{prefix}-images-idx3-ubyte.gz"])
+        labels = read_idx(paths[f"{prefix}-labels-idx1-ubyte.gz"])
+        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+            raise ValueError(
+                f"{self.name} {prefix}: expected images (N, H, W) and N labels, got {tuple(images.shape)} "
+                f"and {tuple(labels.shape)}: replace the files in {self.data_dir} with the originals"
+            )
+        return images.unsqueeze(1).float() / 255.0, labels.long()
 
 
 class FashionMNISTDataModule(MNISTDataModule):

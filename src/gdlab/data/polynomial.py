@@ -10,14 +10,14 @@ import torch
 
 from gdlab.data.base import InMemoryDataModule, split_sizes
 from gdlab.data.standardize import Standardizer
-from gdlab.errors import ConfigError
+from gdlab.errors import ArgumentError
 
 
 def check_degree(degree: Any) -> int:
     if isinstance(degree, bool) or not isinstance(degree, int) or degree < 1:
-        raise ConfigError(
-            f"data.degree={degree!r} must be an integer >= 1 (the features are x, x^2, ..., x^degree), "
-            "e.g. data.degree=3"
+        raise ArgumentError(
+            "degree",
+            f"Invalid degree: {degree!r} (must be an integer >= 1: the features are x, x^2, ..., x^degree)",
         )
     return degree
 
@@ -63,13 +63,14 @@ class PolynomialDataModule(InMemoryDataModule):
         super().__init__(batch_size=batch_size, seed=seed, shuffle=shuffle, shuffle_seed=shuffle_seed)
         self.degree = check_degree(degree)
         if not coefficients:
-            raise ConfigError(
-                "data.coefficients is empty: give the true polynomial [c0, c1, ...], e.g. [1, -2, 0, 0.5]"
+            raise ArgumentError(
+                "coefficients",
+                "Invalid coefficients: empty (give the true polynomial [c0, c1, ...], e.g. [1, -2, 0, 0.5])",
             )
         if noise_std < 0:
-            raise ConfigError(f"data.noise_std={noise_std} must be >= 0")
+            raise ArgumentError("noise_std", f"Invalid noise_std: {noise_std} (must be >= 0)")
         if not x_min < x_max:
-            raise ConfigError(f"data.x_min={x_min} must be below data.x_max={x_max}")
+            raise ArgumentError("x_min", f"Invalid x_min: {x_min} (must be below x_max={x_max})")
         self.sizes = split_sizes(n_samples, val_fraction, test_fraction)
         self.n_samples, self.noise_std, self.x_min, self.x_max = n_samples, noise_std, x_min, x_max
         self.coefficients = torch.tensor([float(c) for c in coefficients], dtype=torch.float64)

@@ -9,7 +9,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from gdlab.errors import ConfigError
+from gdlab.errors import ArgumentError
 from gdlab.models.mlp import activation_class
 
 
@@ -21,7 +21,7 @@ class CNN(nn.Module):
     measured with one dry forward pass, never hand-computed.
     """
 
-    # Accepts only per-sample inputs of 3 dimensions (C, H, W); gdlab.checks enforces it at start-up.
+    # Accepts only per-sample inputs of 3 dimensions (C, H, W); gdlab.validate checks it at start-up.
     input_ndim: ClassVar[int] = 3
 
     def __init__(
@@ -35,16 +35,19 @@ class CNN(nn.Module):
     ) -> None:
         super().__init__()
         if len(input_shape) != self.input_ndim:
-            raise ConfigError(
-                f"model=cnn needs image inputs (C, H, W) but the data gives input_shape={tuple(input_shape)}: "
-                "use model=mlp or model=linear, or image data (data=digits)"
+            raise ArgumentError(
+                "input_shape", f"Invalid input_shape: {tuple(input_shape)} (the CNN needs images: C, H, W)"
             )
         if not channels or any(int(c) < 1 for c in channels):
-            raise ConfigError(f"model.channels={list(channels)} must be a non-empty list of integers >= 1")
+            raise ArgumentError(
+                "channels", f"Invalid channels: {list(channels)} (must be a non-empty list of integers >= 1)"
+            )
         if int(kernel_size) < 1 or int(kernel_size) % 2 == 0:
-            raise ConfigError(f"model.kernel_size={kernel_size} must be an odd integer >= 1, e.g. 3")
+            raise ArgumentError(
+                "kernel_size", f"Invalid kernel_size: {kernel_size} (must be an odd integer >= 1)"
+            )
         if int(hidden_size) < 1:
-            raise ConfigError(f"model.hidden_size={hidden_size} must be >= 1")
+            raise ArgumentError("hidden_size", f"Invalid hidden_size: {hidden_size} (must be >= 1)")
         act = activation_class(activation)
         in_ch, (h, w) = int(input_shape[0]), input_shape[1:]
         layers: list[nn.Module] = []

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from gdlab.errors import ConfigError
+from gdlab.errors import ArgumentError
 
 
 def activation_class(name: str) -> type[nn.Module]:
@@ -18,7 +18,9 @@ def activation_class(name: str) -> type[nn.Module]:
         or cls.__module__ != "torch.nn.modules.activation"
     ):
         choices = "ReLU, Tanh, Sigmoid, GELU, SiLU, LeakyReLU, ELU"
-        raise ConfigError(f"model.activation={name!r} is not a torch.nn activation: use one of {choices}")
+        raise ArgumentError(
+            "activation", f"Invalid activation: {name!r} is not a torch.nn activation (e.g. {choices})"
+        )
     return cls
 
 
@@ -35,7 +37,9 @@ class MLP(nn.Module):
         super().__init__()
         act = activation_class(activation)
         if any(int(h) < 1 for h in hidden_sizes):
-            raise ConfigError(f"model.hidden_sizes={list(hidden_sizes)} must all be >= 1")
+            raise ArgumentError(
+                "hidden_sizes", f"Invalid hidden_sizes: {list(hidden_sizes)} (each must be >= 1)"
+            )
         layers: list[nn.Module] = [nn.Flatten()] if len(input_shape) > 1 else []
         width = math.prod(input_shape)
         for h in hidden_sizes:

@@ -4,13 +4,13 @@ composes a config, so this is where gdlab registers what its configs need from H
 - For each optional plugin of the ``sweep`` extra that is not installed (optuna sweeper, joblib and
   submitit launchers), a stand-in config under the same name whose plugin fails with one clear line:
   ``pip install -e '.[sweep]'``, instead of Hydra's "Could not find 'hydra/launcher/joblib'".
-- The ``gdlab_suffix`` resolver used by ``conf/hydra/default.yaml`` to name single-run directories
-  after their overrides.
+- The resolvers ``conf/hydra/default.yaml`` names run directories with (:mod:`gdlab.runs.resume`):
+  ``gdlab_run_dir`` (a new run's directory, or the resumed run's), ``gdlab_label`` (a sweep job's
+  directory suffix) and ``gdlab_output_subdir`` (no new ``.hydra/`` record in a resumed run).
 """
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 from typing import Any, NoReturn
 
@@ -91,19 +91,29 @@ def register_missing_plugins(is_installed: Any = None) -> list[tuple[str, str]]:
     return registered
 
 
-MAX_SUFFIX = 120  # file names stop at 255 bytes; the time stamp before the suffix keeps names unique
+def _run_dir(root: str, stamp: str, overrides: str, resume: Any, ckpt_path: Any) -> str:
+    from gdlab.runs.resume import run_dir
+
+    return run_dir(str(root), str(stamp), str(overrides), resume, ckpt_path)
 
 
-def _suffix(text: str) -> str:
-    """``_<text>`` or nothing: ``runs/<time>_model=mlp`` for a run with overrides, ``runs/<time>`` without.
-    Long override lists are cut, with a short hash of the whole list so different lists stay apart.
-    A ``/`` in a value (a path) becomes ``_``: the run stays one directory under ``runs/``."""
-    text = text.replace("/", "_")
-    if len(text) > MAX_SUFFIX:
-        text = f"{text[: MAX_SUFFIX - 10]}...{hashlib.sha1(text.encode()).hexdigest()[:7]}"
-    return f"_{text}" if text else ""
+def _label(overrides: str) -> str:
+    from gdlab.runs.resume import label
+
+    return label(str(overrides))
+
+
+def _output_subdir(resume: Any, ckpt_path: Any) -> str | None:
+    from gdlab.runs.resume import resuming
+
+    return None if resuming(resume, ckpt_path) else ".hydra"
 
 
 register_missing_plugins()
-if not OmegaConf.has_resolver("gdlab_suffix"):
-    OmegaConf.register_new_resolver("gdlab_suffix", _suffix)
+for _name, _resolver in (
+    ("gdlab_run_dir", _run_dir),
+    ("gdlab_label", _label),
+    ("gdlab_output_subdir", _output_subdir),
+):
+    if not OmegaConf.has_resolver(_name):
+        OmegaConf.register_new_resolver(_name, _resolver, use_cache=_name == "gdlab_run_dir")

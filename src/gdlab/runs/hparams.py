@@ -2,28 +2,24 @@
 
 Lightning logs the module's saved hyperparameters at fit start; with ``default_hp_metric: false`` that
 writes only ``hparams.yaml`` (the whole nested config), no HParams entry. At the end of the run
-:func:`log_hparams` writes the one entry the tab shows: a flat, short set of keys (the chosen data,
-model, loss and optimizer, lr, batch size, seed, epochs, status, and every override of the run). Its
-metrics are the run's own scalar tags (``val/loss``, ``test/loss``, ...), whose last values the tab
-reads, so no value is written twice.
+:func:`log_hparams` writes the one entry the tab shows, through Lightning's ``log_hyperparams``: a
+flat, short set of keys (the chosen data, model, loss and optimizer, lr, batch size, seed, epochs,
+status, and every override of the run) and the final ``train/``, ``val/`` and ``test/`` metrics.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-import lightning as L
+from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
-
-log = logging.getLogger(__name__)
 
 # Config groups whose chosen option names the run (e.g. data=linear, model=mlp).
 GROUPS = ("data", "model", "loss", "optimizer", "trainer")
 # Single values worth a column in every run.
 KEYS = ("optimizer.lr", "data.batch_size", "seed", "trainer.max_epochs", "data.seed")
-PLACE_KEYS = ("paths.", "ckpt_path", "hydra.")
+PLACE_KEYS = ("paths.", "ckpt_path", "resume", "verbose", "hydra.")
 
 
 def _choices() -> dict[str, str]:
@@ -75,35 +71,24 @@ def hparams_for(cfg: DictConfig, status: str | None = None) -> dict[str, str | f
     return {k: _scalar(v) for k, v in params.items()}
 
 
-def log_hparams(
-    trainer: L.Trainer | None, cfg: DictConfig, record: Mapping[str, Any], best_effort: bool = False
-) -> None:
-    """Write the HParams entry of this run to every TensorBoard logger (rank zero only).
+def log_hparams(loggers: Sequence[Logger], cfg: DictConfig, record: Mapping[str, Any], step: int) -> None:
+    """Write this run's HParams entry (TensorBoard) or flat hyperparameters (other loggers).
 
-    ``best_effort``: for a run that already failed; a problem here is logged, not raised over the
-    run's own error."""
-    if trainer is None or not trainer.is_global_zero:
-        return
-    try:
-        _write_hparams(trainer, cfg, record)
-    except Exception as err:
-        if not best_effort:
-            raise
-        log.warning("could not write the TensorBoard HParams entry: %s", err)
-
-
-def _write_hparams(trainer: L.Trainer, cfg: DictConfig, record: Mapping[str, Any]) -> None:
+    ``record`` is the run's metrics.json record; its finite ``train/``, ``val/`` and ``test/`` values are
+    the entry's metrics (written at ``step``, the last optimizer step's, where the run's own values are).
+    """
     from lightning.pytorch.loggers import TensorBoardLogger
-    from torch.utils.tensorboard.summary import hparams
 
     params = hparams_for(cfg, status=record.get("status"))
-    _, session_start, session_end = hparams(params, {})
-    # No per-run "experiment" summary: TensorBoard would take the first run's as the whole logdir's
-    # (its columns only). Without one it builds the table from every run's session start (the union of
-    # the hyperparameters) and uses each run's scalar tags (val/loss, test/loss, ...) as the metrics.
-    for logger in trainer.loggers:
+    metrics = {
+        k: v
+        for k, v in record.items()
+        if k.split("/")[0] in ("train", "val", "test")
+        and isinstance(v, (int, float))
+        and not isinstance(v, bool)
+    }
+    for logger in loggers:
         if isinstance(logger, TensorBoardLogger):
-            writer = logger.experiment._get_file_writer()
-            writer.add_summary(session_start, trainer.global_step)
-            writer.add_summary(session_end, trainer.global_step)
-            writer.flush()
+            logger.log_hyperparams(params, metrics=metrics, step=step)
+        else:
+            logger.log_hyperparams(params)

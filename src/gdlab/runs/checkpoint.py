@@ -1,5 +1,5 @@
-"""Checkpoints: ``last.ckpt`` written so a killed run can resume, and ``ckpt_path=<file>`` /
-``resume=<run dir>|last`` checked up front.
+"""Checkpoints: ``last.ckpt`` written so a killed run can resume, and the checkpoint a run starts from
+(``ckpt_path=<file>``, ``resume=<run dir>|last``) checked up front.
 
 Every check raises a ConfigError naming the setting and the fix, before anything trains: a missing
 file, a file that is not a checkpoint, a checkpoint whose weights do not fit the configured model.
@@ -14,14 +14,9 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Checkpoint
-from omegaconf import OmegaConf
 
-from gdlab.cli import drop_overridden, override_key
-from gdlab.config import CONFIG_DIR
-from gdlab.errors import ConfigError
-
-LAST = "last"
-LAST_CKPT = Path("checkpoints") / "last.ckpt"
+from gdlab.errors import ArgumentError, ConfigError
+from gdlab.runs.resume import LAST_CKPT
 
 
 class LastCheckpoint(Checkpoint):
@@ -40,9 +35,9 @@ class LastCheckpoint(Checkpoint):
             or not isinstance(every_n_train_steps, int)
             or every_n_train_steps < 0
         ):
-            raise ConfigError(
-                f"callbacks.last_checkpoint.every_n_train_steps={every_n_train_steps!r} must be an integer >= 0 "
-                "(0: only at epoch ends)"
+            raise ArgumentError(
+                "every_n_train_steps",
+                f"Invalid every_n_train_steps: {every_n_train_steps!r} (must be an integer >= 0; 0: only at epoch ends)",
             )
         self.dirpath = Path(dirpath)
         self.every_n_train_steps = every_n_train_steps
@@ -128,56 +123,9 @@ def check_fits(module: torch.nn.Module, ckpt: dict[str, Any], setting: str, mode
     )
 
 
-def latest_run(root: str | os.PathLike) -> Path:
-    """The newest ``<root>/runs/<time>...`` directory that holds ``checkpoints/last.ckpt``."""
-    runs = Path(root) / "runs"
-    candidates = sorted(p for p in runs.glob("*") if (p / LAST_CKPT).is_file()) if runs.is_dir() else []
-    if not candidates:
-        raise ConfigError(
-            f"resume=last: no run under {runs} has {LAST_CKPT}: train first, or pass resume=<run dir>"
-        )
-    return candidates[-1]  # names start with the start time (%Y-%m-%d_%H-%M-%S-%f): they sort by it
-
-
-def resume_argv(args: list[str]) -> list[str]:
-    """Rewrite ``train.py`` overrides for ``resume=<run dir>|last`` (and ``ckpt_path=last``).
-
-    The run continues in its own directory (``hydra.run.dir``), hence the same TensorBoard run and
-    metrics.json, with the overrides it was started with; overrides given now win (e.g. a larger
-    ``trainer.max_epochs`` to train longer). ``train()`` then loads ``<run dir>/checkpoints/last.ckpt``.
-    """
-    values = {override_key(a): a.split("=", 1)[1] for a in args if "=" in a}
-    target = values.get("resume")
-    if target in (None, "null") and values.get("ckpt_path") != LAST:
-        return args
-    if target in (None, "null"):
-        target = LAST
-    if any(a in ("-m", "--multirun") for a in args):
-        raise ConfigError("resume continues one run: drop -m/--multirun (or resume each job on its own)")
-    if target == LAST:
-        root = values.get("paths.root") or OmegaConf.load(Path(CONFIG_DIR) / "paths" / "default.yaml").root
-        run_dir = latest_run(root)
-    else:
-        run_dir = Path(target)
-        if not (run_dir / LAST_CKPT).is_file():
-            raise ConfigError(
-                f"resume={target}: {run_dir / LAST_CKPT} does not exist: pass a run directory that holds "
-                "one (e.g. outputs/runs/<time>), or resume=last"
-            )
-    run_dir = run_dir.resolve()
-    overrides_file = run_dir / ".hydra" / "overrides.yaml"
-    original = [str(o) for o in OmegaConf.load(overrides_file)] if overrides_file.is_file() else []
-    given = [a for a in args if override_key(a) not in ("resume", "ckpt_path", "hydra.run.dir")]
-    restored = drop_overridden(original, [*given, "resume", "ckpt_path", "hydra.run.dir"])
-    # Quoted: run directory names may hold "=" and "," (they list a run's overrides).
-    return [*restored, *given, f"resume='{run_dir}'", f"hydra.run.dir='{run_dir}'"]
-
-
 def resolve_ckpt_path(cfg: Any, output_dir: Path) -> tuple[str, Path] | None:
     """``(setting, checkpoint file)`` this run starts from: ``resume`` -> its last.ckpt, else ``ckpt_path``."""
     if cfg.get("resume"):
         return "resume", output_dir / LAST_CKPT
     ckpt_path = cfg.get("ckpt_path")
-    if not ckpt_path:
-        return None
-    return "ckpt_path", output_dir / LAST_CKPT if ckpt_path == LAST else Path(ckpt_path)
+    return ("ckpt_path", Path(ckpt_path)) if ckpt_path else None

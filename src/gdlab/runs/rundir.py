@@ -1,23 +1,25 @@
-"""Run directories: a run never overwrites another one, and an unusable directory fails before training."""
+"""Run directories: a run never overwrites another one, an unusable directory fails before training, and
+the resolved config is saved next to the results."""
 
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
 
+from omegaconf import DictConfig, OmegaConf
+
 from gdlab.errors import ConfigError
-from gdlab.results import METRICS_FILE, read_metrics
+from gdlab.runs.record import METRICS_FILE, is_rank_zero, read_metrics
 
 # Checkpoints, events and logs of a small run take a few MB; below this, stop before training.
 MIN_FREE_BYTES = 64 * 2**20
+CONFIG_FILE = "config.yaml"
 
 
 def check_run_dir(output_dir: Path, resuming: bool) -> None:
     """Refuse a directory that already holds another run (unless resuming it), one that cannot be
     written, and a disk with less than ``MIN_FREE_BYTES`` free."""
-    from lightning.fabric.utilities.rank_zero import rank_zero_only
-
-    if rank_zero_only.rank != 0:  # a DDP child process (trainer=ddp) joins the run rank 0 started here
+    if not is_rank_zero():  # a DDP process of a run that rank 0 started here
         return
     if not resuming and (output_dir / METRICS_FILE).is_file():
         status = read_metrics(output_dir).get("status", "unknown")
@@ -41,3 +43,12 @@ def check_run_dir(output_dir: Path, resuming: bool) -> None:
             f"paths.root: only {free / 2**20:.1f} MiB free on the disk holding {output_dir} "
             f"(need {MIN_FREE_BYTES // 2**20} MiB): free space or pass paths.root=<dir on another disk>"
         )
+
+
+def save_config(cfg: DictConfig, output_dir: str | Path) -> Path:
+    """Save the resolved config as ``config.yaml`` in the run dir (Hydra's .hydra/ keeps the raw one)."""
+    path = Path(output_dir) / CONFIG_FILE
+    if is_rank_zero():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    return path

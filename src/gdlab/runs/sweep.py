@@ -23,30 +23,15 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from gdlab.runs.record import METRICS_FILE
+
 log = logging.getLogger(__name__)
 
-# The same name as gdlab.results.METRICS_FILE, not imported from there: that module loads torch, and
-# rebuilding a summary (scripts/summarize_sweep.py) should start in a fraction of a second.
-METRICS_FILE = "metrics.json"
 SEED_KEY = "seed"
 # Keys that say where a job writes, not what it computes: never columns of the summary.
-PLACE_KEYS = ("paths.root", "paths.output_dir", "paths.data_dir", "ckpt_path")
+PLACE_KEYS = ("paths.root", "paths.output_dir", "paths.data_dir", "ckpt_path", "resume", "verbose")
 LOSS_METRICS = ("train/loss", "val/loss", "test/loss")
 SUMMARY_FILES = ("summary.csv", "summary.md", "summary.png")
-
-
-def in_multirun() -> bool:
-    """True inside a Hydra multirun job (``python train.py -m ...``)."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-
-
-def record_failed_job(err: BaseException) -> None:
-    """In a multirun, a failed job is logged and the sweep goes on: ``train()`` already wrote its
-    status and error line to metrics.json, and :class:`SweepSummary` sets the exit status at the end."""
-    log.error("job failed (%s: %s); the sweep goes on", type(err).__name__, err, exc_info=err)
 
 
 def _parse_value(text: str) -> Any:
@@ -315,9 +300,20 @@ def write_summary(sweep_dir: str | Path, metrics: Iterable[str] | None = None) -
     return summary
 
 
+class SweepIncomplete(SystemExit):
+    """Some job of the sweep did not complete: the command ends with exit status 1 and ``message``.
+
+    A ``SystemExit``: Hydra turns an ``Exception`` raised by a callback into a warning, and the entry point
+    (:mod:`gdlab.entry`) prints the message as the command's one error line."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(1)
+        self.message = message
+
+
 class SweepSummary(Callback):
-    """Hydra callback: at the end of a multirun, write the summary into the sweep directory and exit
-    with status 1 when any job did not complete (``fail_on_incomplete: false`` turns that off)."""
+    """Hydra callback: at the end of a multirun, write the summary into the sweep directory, and raise
+    :class:`SweepIncomplete` when a job did not complete (``fail_on_incomplete: false`` turns that off)."""
 
     def __init__(self, fail_on_incomplete: bool = True) -> None:
         self.fail_on_incomplete = fail_on_incomplete
@@ -336,10 +332,7 @@ class SweepSummary(Callback):
             for job in failed:
                 counts[job.status] = counts.get(job.status, 0) + 1
             how = ", ".join(f"{c} {s}" for s, c in sorted(counts.items()))
-            print(
-                f"gdlab: {len(failed)} of {len(summary.jobs)} sweep jobs did not complete ({how}); "
-                f"see {sweep_dir / 'summary.md'}",
-                file=sys.stderr,
+            raise SweepIncomplete(
+                f"{len(failed)} of {len(summary.jobs)} sweep jobs did not complete ({how}); "
+                f"see {sweep_dir / 'summary.md'}"
             )
-            # SystemExit passes Hydra's error handler untouched: exit status 1, no traceback.
-            sys.exit(1)

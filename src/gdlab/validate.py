@@ -1,4 +1,12 @@
-"""Start-up checks: data, model and loss that cannot work together fail before any training, in one line.
+"""The checks that span the config, each failing in one line that names the settings and a fix.
+
+- :func:`check_settings`: the settings every run has (``seed``, ``optimizer.lr``, ``data.batch_size``,
+  the Trainer's loop limits, ...) hold values of the right type and range. A component checks its own
+  arguments itself (``PlainSGD`` its ``lr``); this covers the keys no single component owns, and the
+  types the command line can get wrong before any component sees them.
+- :func:`check_data_model_loss`, :func:`check_network_outputs`, :func:`check_world_size`: pieces that
+  cannot work together (a loss for classes on regression data, a CNN on feature vectors, a batch that
+  does not split over the DDP processes) fail before anything trains.
 
 Nothing here switches on config names. The pieces declare what they accept and the checks compare:
 a loss class lists the ``tasks`` it fits (``gdlab.losses``), a model class may require an ``input_ndim``
@@ -8,7 +16,7 @@ network's real output shape is measured with one forward pass on two training sa
 
 from __future__ import annotations
 
-from pathlib import Path
+from importlib import resources
 from typing import Any
 
 import torch
@@ -16,8 +24,51 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from gdlab.config import CONFIG_DIR
-from gdlab.errors import ConfigError
+from gdlab.conf import CONFIG_PACKAGE
+from gdlab.errors import ConfigError, show
+
+# (type check, what the value must be, an example): the settings every run has.
+_INT = (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer")
+_OPT_INT = (lambda v: v is None or _INT[0](v), "an integer or null")
+_NUMBER = (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number")
+_OPT_TEXT = (lambda v: v is None or isinstance(v, str), "text or null")
+_BOOL = (lambda v: isinstance(v, bool), "true or false")
+SETTINGS: dict[str, tuple[Any, str, str]] = {
+    "seed": (*_INT, "seed=0"),
+    "verbose": (*_BOOL, "verbose=true"),
+    "log_flush_steps": (*_INT, "log_flush_steps=50"),
+    "optimized_metric": (*_OPT_TEXT, "optimized_metric=val/loss"),
+    "optimizer.lr": (*_NUMBER, "optimizer.lr=0.1"),
+    "data.batch_size": (*_OPT_INT, "data.batch_size=64"),
+    "trainer.max_epochs": (*_OPT_INT, "trainer.max_epochs=20"),
+    "trainer.min_epochs": (*_OPT_INT, "trainer.min_epochs=1"),
+    "trainer.max_steps": (*_INT, "trainer.max_steps=-1"),
+    "trainer.log_every_n_steps": (*_OPT_INT, "trainer.log_every_n_steps=1"),
+    "trainer.check_val_every_n_epoch": (*_OPT_INT, "trainer.check_val_every_n_epoch=1"),
+    "trainer.num_sanity_val_steps": (*_OPT_INT, "trainer.num_sanity_val_steps=0"),
+}
+
+
+def check_settings(cfg: DictConfig) -> None:
+    """Types of the common settings, then the ranges a type cannot express."""
+    for key, (ok, what, example) in SETTINGS.items():
+        value = OmegaConf.select(cfg, key, default=None)
+        if value is not None and not ok(value):
+            raise ConfigError(f"{key}={show(value)} must be {what}: pass e.g. {example}")
+    if cfg.get("log_flush_steps", 1) < 1:
+        raise ConfigError(
+            f"log_flush_steps={cfg.log_flush_steps} must be >= 1 (how many steps the per-step values wait on "
+            "the device before being written; every step is still logged), e.g. log_flush_steps=50"
+        )
+    trainer = cfg.get("trainer") or {}
+    max_epochs, max_steps = trainer.get("max_epochs"), trainer.get("max_steps", -1)
+    if max_epochs is not None and max_epochs != -1 and max_epochs < 1 and not (max_steps and max_steps > 0):
+        raise ConfigError(
+            f"trainer.max_epochs={max_epochs} trains nothing: pass trainer.max_epochs >= 1 "
+            "(or -1 with trainer.max_steps > 0)"
+        )
+    if max_steps is not None and (max_steps < -1 or max_steps == 0):
+        raise ConfigError(f"trainer.max_steps={max_steps} must be -1 (no limit) or >= 1")
 
 
 def choice(cfg: DictConfig, group: str) -> str:
@@ -39,18 +90,20 @@ def _target_class(node: Any) -> type | None:
     target = node.get("_target_") if isinstance(node, DictConfig) else None
     try:
         obj = get_class(target) if target else None
-    except Exception:  # a function target, or a bad path: instantiate reports the latter clearly
+    except Exception:  # a function target, or a bad path: building reports the latter clearly
         return None
     return obj if isinstance(obj, type) else None
 
 
 def options(group: str, fits: Any) -> str:
-    """The options of ``group`` in conf/ whose class satisfies ``fits(cls)``, as ``group=a|b``."""
+    """gdlab's options of ``group`` whose class satisfies ``fits(cls)``, as ``group=a|b``."""
     names = []
-    for path in sorted((Path(CONFIG_DIR) / group).glob("*.yaml")):
-        cls = _target_class(OmegaConf.load(path))
-        if cls is not None and fits(cls):
-            names.append(path.stem)
+    folder = resources.files(CONFIG_PACKAGE) / group
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name) if folder.is_dir() else []:
+        if entry.name.endswith(".yaml"):
+            cls = _target_class(OmegaConf.create(entry.read_text()))
+            if cls is not None and fits(cls):
+                names.append(entry.name.removesuffix(".yaml"))
     return f"{group}={'|'.join(names)}" if names else f"another {group}"
 
 
@@ -110,4 +163,14 @@ def check_network_outputs(cfg: DictConfig, net: nn.Module, datamodule: Any) -> N
             f"{choice(cfg, 'model')} outputs shape {tuple(out.shape)} for a batch of {len(x)} but "
             f"{choice(cfg, 'data')} needs {expected} ({datamodule.num_outputs} per sample): "
             "let the model take num_outputs from the data"
+        )
+
+
+def check_world_size(cfg: DictConfig, datamodule: Any, trainer: Any) -> None:
+    """DDP: each process takes an equal share of every global batch, so the batch must split evenly."""
+    batch_size, world_size = getattr(datamodule, "batch_size", None), trainer.world_size
+    if world_size > 1 and batch_size is not None and batch_size % world_size:
+        raise ConfigError(
+            f"data.batch_size={batch_size} (the global batch) does not split evenly over the {world_size} "
+            f"processes of trainer.devices/num_nodes: use a multiple of {world_size}"
         )

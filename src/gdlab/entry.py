@@ -1,0 +1,123 @@
+"""The command line: ``python train.py`` / ``gdlab-train`` / ``python -m gdlab`` and ``python eval.py`` /
+``gdlab-eval``.
+
+Hydra parses the command line, composes the config from the package's ``conf/`` (plus any
+``--config-dir``) and runs the task; this layer turns any failure into one line on stderr and exit
+status 1 (``verbose=true`` shows the traceback instead), and Ctrl+C into exit status 130. A failed job
+of a multirun is recorded and the sweep goes on; the sweep's summary sets the exit status at its end.
+Only Hydra and OmegaConf are imported here: ``--help`` and ``--cfg job`` need no torch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig
+
+from gdlab.conf import CONFIG_PACKAGE
+from gdlab.errors import describe
+
+log = logging.getLogger(__name__)
+
+VERBOSE_HINT = "  [verbose=true for the traceback]"
+_TRUE = ("true", "True", "1", "yes")
+
+
+class RunFailed(SystemExit):
+    """A single run failed with ``error``: exit status 1 and one line.
+
+    A ``SystemExit`` so that it passes Hydra's own error report (which handles ``Exception`` only)
+    and reaches :func:`_run` unchanged."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(1)
+        self.error = error
+
+
+def _task(body: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
+    """Wrap a task body (imported only when the task runs) for Hydra: errors as described above."""
+
+    def run_task(cfg: DictConfig) -> Any:
+        try:
+            return body(cfg)
+        except Exception as err:
+            from gdlab.runs.processes import in_multirun
+
+            if not in_multirun():
+                raise RunFailed(err) from err
+            # The job's metrics.json records the failure; the sweep goes on and its summary counts it.
+            log.error("job failed: %s", describe(err), exc_info=err if cfg.get("verbose") else None)
+            return None
+
+    return run_task
+
+
+def _train(cfg: DictConfig) -> float | None:
+    from gdlab.train import task
+
+    return task(cfg)
+
+
+def _evaluate(cfg: DictConfig) -> None:
+    from gdlab.evaluate import evaluate
+
+    evaluate(cfg)
+
+
+_hydra_train = hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_PACKAGE}", config_name="train")(
+    _task(_train)
+)
+_hydra_eval = hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_PACKAGE}", config_name="eval")(
+    _task(_evaluate)
+)
+
+
+def train_main() -> None:
+    """``python train.py [overrides]``, ``gdlab-train`` and ``python -m gdlab``."""
+    _run(_hydra_train)
+
+
+def eval_main() -> None:
+    """``python eval.py ckpt_path=<file> [overrides]`` and ``gdlab-eval``."""
+    _run(_hydra_eval)
+
+
+def _run(hydra_main: Callable[[], Any]) -> None:
+    """Run a Hydra main; any failure becomes one line on stderr (exit status 1), Ctrl+C exit status 130."""
+    from gdlab.runs.sweep import SweepIncomplete
+
+    # verbose=true is a setting, but errors can come before the config exists: read it as typed.
+    verbose = any(
+        arg.lstrip("+").partition("=")[::2] == ("verbose", value) for arg in sys.argv[1:] for value in _TRUE
+    )
+    # Hydra's documented switch to raise errors instead of printing its own multi-line report.
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        hydra_main()
+    except RunFailed as failed:
+        if verbose:
+            failed.error.__suppress_context__ = True  # its own cause chain, not the RunFailed around it
+            raise failed.error  # noqa: B904
+        _exit_with(describe(failed.error))
+    except SweepIncomplete as incomplete:
+        _exit_with(incomplete.message, hint=False)
+    except KeyboardInterrupt:
+        # Ctrl+C outside Lightning's fit (which handles its own): metrics.json already says "interrupted".
+        if verbose:
+            raise
+        print("interrupted (Ctrl+C)", file=sys.stderr)
+        raise SystemExit(130) from None
+    except Exception as err:  # the command line or the config, before any task ran
+        if verbose:
+            raise
+        _exit_with(describe(err))
+
+
+def _exit_with(line: str, hint: bool = True) -> None:
+    print(f"error: {line}{VERBOSE_HINT if hint else ''}", file=sys.stderr)
+    raise SystemExit(1) from None

@@ -1,0 +1,82 @@
+"""``build(cfg)``: the datamodule, the module and the Trainer of a run, from its composed config.
+
+Training and evaluation both build through here. Each component is built under its config key, so
+whatever it raises, in its own words, reaches the user as one line naming the setting
+(``optimizer.lr=-1: Invalid learning rate: -1 (must be finite and > 0)``). The checks that span
+several groups (a loss that needs classes, a model that needs images) run in between, as soon as
+the pieces they compare exist.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import lightning as L
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from gdlab import validate
+from gdlab.errors import ConfigError, SettingError
+from gdlab.module import GDModule
+
+
+@contextmanager
+def building(key: str, node: Any) -> Iterator[None]:
+    """Turn an error raised while building config node ``key`` into a :class:`SettingError`."""
+    try:
+        yield
+    except ConfigError:
+        raise  # already names its settings
+    except InstantiationException as err:
+        if err.__cause__ is not None and str(err).startswith("Error in call to target"):
+            raise SettingError(key, node, err.__cause__) from err.__cause__
+        target = node.get("_target_") if isinstance(node, DictConfig) else None
+        reason = ValueError(f"cannot import {key}._target_={target}: check the class path")
+        raise SettingError(key, None, reason) from err
+    except Exception as err:
+        raise SettingError(key, node, err) from err
+
+
+def build(cfg: DictConfig) -> tuple[L.LightningDataModule, GDModule, L.Trainer]:
+    """Instantiate the datamodule, the network, loss, optimizer, callbacks, loggers and the Trainer."""
+    validate.check_settings(cfg)
+    with building("data", cfg.data):
+        datamodule = instantiate(cfg.data)
+        datamodule.setup("fit")
+    validate.check_data_model_loss(cfg, datamodule)
+    with building("model", cfg.model):
+        net = instantiate(cfg.model, input_shape=datamodule.input_shape, num_outputs=datamodule.num_outputs)
+    validate.check_network_outputs(cfg, net, datamodule)
+    with building("loss", cfg.loss):
+        loss_fn = instantiate(cfg.loss)
+    with building("optimizer", cfg.optimizer):
+        optimizer = instantiate(cfg.optimizer)
+        optimizer(net.parameters())  # the factory's arguments are checked now, not inside fit
+    module = GDModule(
+        net=net,
+        loss_fn=loss_fn,
+        optimizer=optimizer,
+        task=datamodule.task,
+        num_outputs=datamodule.num_outputs,
+        config=OmegaConf.to_container(cfg, resolve=True),
+        log_flush_steps=cfg.get("log_flush_steps", 50),
+    )
+    callbacks = _build_group(cfg, "callbacks")
+    loggers = _build_group(cfg, "logger")
+    with building("trainer", cfg.trainer):
+        trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    validate.check_world_size(cfg, datamodule, trainer)
+    return datamodule, module, trainer
+
+
+def _build_group(cfg: DictConfig, group: str) -> list[Any]:
+    """The objects of a group whose options are a dict of named nodes (``callbacks``, ``logger``)."""
+    built = []
+    for name, node in (cfg.get(group) or {}).items():
+        if node is not None:
+            with building(f"{group}.{name}", node):
+                built.append(instantiate(node))
+    return built

@@ -1,0 +1,154 @@
+"""The processes of a run: a run whose DDP processes Lightning starts runs in a child process of its own.
+
+Lightning's DDP (``strategy=ddp``) keeps rank 0 in the process that calls ``fit``, starts ranks
+1..N-1 by running the command line again, and, when one of them fails, kills them all, the caller
+included. In a Hydra multirun that caller is the sweep and the command line is the sweep's: the
+other ranks would run a sweep of their own, and one failing job would end the jobs after it. So a
+run for which Lightning would start processes runs instead as a single run in a child process,
+``python -m gdlab <its overrides>`` in its own run directory; Lightning starts the other ranks from
+there, exactly as for ``python train.py trainer=ddp``. This process only waits, and records the run
+as failed if its processes end without recording anything themselves (killed, out of memory).
+Processes that torchrun or SLURM started (``creates_processes_externally``) train where they are.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from gdlab.errors import RunError
+from gdlab.runs.record import METRICS_FILE, read_metrics, write_metrics
+from gdlab.runs.resume import override_key
+
+log = logging.getLogger(__name__)
+
+# Set in the child's environment: its run trains in that process (Lightning starts the other ranks).
+CHILD_ENV = "GDLAB_RUN_PROCESS"
+# Hydra settings of the command line the child keeps: where configs are found and how it logs.
+KEPT_HYDRA_KEYS = ("hydra.searchpath", "hydra.verbose", "hydra/job_logging", "hydra/hydra_logging")
+
+
+def in_multirun() -> bool:
+    """True inside a Hydra multirun job (``python train.py -m ...``)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def launches_processes(cfg: DictConfig) -> bool:
+    """True when Lightning would start this run's other DDP processes itself (more than one process, none
+    started by torchrun or SLURM), and this is not already the run's own child process."""
+    if os.environ.get(CHILD_ENV):
+        return False
+    trainer_cfg = cfg.trainer
+    if trainer_cfg.get("devices", 1) == 1 and (trainer_cfg.get("num_nodes") or 1) == 1:
+        return False  # one process: nothing to ask Lightning
+    from hydra.utils import instantiate
+
+    from gdlab.factory import building
+
+    rank_zero_log = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    level = rank_zero_log.level
+    rank_zero_log.setLevel(logging.WARNING)  # the real Trainer reports the devices; this one only counts them
+    try:
+        with building("trainer", trainer_cfg):
+            trainer = instantiate(
+                trainer_cfg, logger=False, callbacks=[], enable_progress_bar=False, enable_model_summary=False
+            )
+    finally:
+        rank_zero_log.setLevel(level)
+    return trainer.world_size > 1 and not trainer.strategy.cluster_environment.creates_processes_externally
+
+
+def hydra_quote(text: str) -> str:
+    """``text`` as a quoted Hydra override value (backslashes that precede a quote are doubled)."""
+    body = re.sub(r"(\\*)('|$)", lambda m: m.group(1) * 2 + ("\\'" if m.group(2) else ""), text)
+    return f"'{body}'"
+
+
+def child_command(output_dir: Path) -> list[str]:
+    """``python -m gdlab`` with this job's configs, overrides and run directory, as a single run."""
+    from hydra.core.hydra_config import HydraConfig
+
+    hydra_cfg = HydraConfig.get()
+    command = [sys.executable, "-m", "gdlab"]
+    for source in hydra_cfg.runtime.config_sources:
+        if source.provider == "command-line" and source.schema == "file":  # --config-dir
+            command += ["--config-dir", source.path]
+    command += ["--config-name", hydra_cfg.job.config_name]
+    command += list(hydra_cfg.overrides.task)
+    command += [o for o in hydra_cfg.overrides.hydra if override_key(o).startswith(KEPT_HYDRA_KEYS)]
+    # This job's directory, no second .hydra/ record, and a single run even when the config says MULTIRUN.
+    command += [f"hydra.run.dir={hydra_quote(str(output_dir))}", "hydra.output_subdir=null", "hydra.mode=RUN"]
+    return command
+
+
+def run_in_child(cfg: DictConfig) -> dict[str, Any]:
+    """Run this job as a single run in a child process; return the record it wrote to metrics.json.
+
+    A run that failed raises :class:`RunError`, except in a single run whose child already
+    printed its one error line: then this process ends with the child's exit status and says nothing."""
+    import gdlab
+
+    output_dir = Path(cfg.paths.output_dir).resolve()
+    env = {**os.environ, CHILD_ENV: "1"}
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(Path(gdlab.__file__).parents[1]), env.get("PYTHONPATH")) if p
+    )
+    log.info("the run's DDP processes start in a child process (rank 0's log lines follow)")
+    # A process group of its own: whatever the run's processes leave behind (a rank whose rank 0 was
+    # killed) ends with it, and never outlives this command.
+    child = subprocess.Popen(child_command(output_dir), env=env, start_new_session=True)
+    try:
+        code = child.wait()
+    except KeyboardInterrupt:
+        # Ctrl+C: pass it on, and let the run save last.ckpt and record "interrupted" first.
+        _signal_group(child.pid, signal.SIGINT)
+        try:
+            child.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+        raise
+    finally:
+        _end_group(child.pid)
+    record = read_metrics(output_dir) if (output_dir / METRICS_FILE).is_file() else {}
+    reported = record.get("status") not in (None, "running")
+    if not reported:
+        record.update(
+            status="failed",
+            error=f"the run's processes ended with exit status {code} before it finished: see the logs in {output_dir}",
+        )
+        write_metrics(output_dir, {k: v for k, v in record.items() if k != "status"}, status="failed")
+    if record["status"] in ("completed", "diverged") and code == 0:
+        return record
+    if reported and not in_multirun():
+        raise SystemExit(code or 1)
+    raise RunError(str(record.get("error") or f"the run ended with status {record['status']}"))
+
+
+def _signal_group(pgid: int, sig: int) -> bool:
+    """Send ``sig`` to every process left in the child's process group; False when none is left."""
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def _end_group(pgid: int, grace: float = 5.0) -> None:
+    """Give the run's other processes ``grace`` seconds to end on their own, then kill what is left."""
+    deadline = time.monotonic() + grace
+    while _signal_group(pgid, 0) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    _signal_group(pgid, signal.SIGKILL)

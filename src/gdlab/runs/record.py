@@ -1,0 +1,58 @@
+"""metrics.json: the final record of a run (flat JSON: metric keys, ``status`` and a few facts).
+
+``status`` is ``running`` while the run goes, then ``completed``, ``diverged``, ``failed`` or
+``interrupted``. Nothing here imports torch: the sweep summary reads records without it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+METRICS_FILE = "metrics.json"
+
+
+def to_number(value: Any) -> Any:
+    """A tensor or number as a JSON-safe value (non-finite floats as the strings "nan", "inf", "-inf")."""
+    if hasattr(value, "detach"):  # a tensor
+        value = value.detach().cpu()
+        value = value.item() if value.numel() == 1 else value.tolist()
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # JSON has no literal for them
+    return value
+
+
+def is_rank_zero() -> bool:
+    """Under DDP only rank 0 writes the run's files (Lightning's rank, set once the processes exist)."""
+    import sys
+
+    if "lightning" not in sys.modules:  # nothing distributed can be running yet
+        return True
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    return rank_zero_only.rank == 0
+
+
+def write_metrics(
+    output_dir: str | os.PathLike, metrics: Mapping[str, Any], status: str, **info: Any
+) -> Path:
+    """Write ``metrics.json`` atomically (a temp file, then a rename), keys sorted; rank 0 only."""
+    record = {k: to_number(v) for k, v in metrics.items()}
+    record.update({k: to_number(v) for k, v in info.items()})
+    record["status"] = status
+    path = Path(output_dir) / METRICS_FILE
+    if not is_rank_zero():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(dict(sorted(record.items())), indent=2) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def read_metrics(output_dir: str | os.PathLike) -> dict[str, Any]:
+    return json.loads((Path(output_dir) / METRICS_FILE).read_text())

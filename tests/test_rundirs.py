@@ -1,0 +1,117 @@
+"""Run directories never break: whatever an override value holds, every run and sweep job gets one directory
+named after its overrides, the sweep its summary and exit status, and resume=<dir> takes the directory as a
+user types it. Runs go through the real entry point (Hydra included), in-process."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from hydra.core.override_parser.overrides_parser import OverridesParser
+
+from gdlab import entry
+from gdlab.runs.resume import label
+
+# character class -> an override value as typed on the command line (Hydra's quotes where its grammar needs them)
+VALUES = {
+    "slash": "a/b/c",
+    "equals": "'x=y'",
+    "comma": "'p,q'",
+    "space": "'two words'",
+    "quotes": '"it\'s"',
+    "non-ascii": "'über'",
+    "long": "'" + "z" * 300 + "'",
+}
+FAST = ("data.n_samples=100", "trainer.max_epochs=1", "logger=none", "callbacks=minimal", "trainer=cpu")
+
+
+def _run(monkeypatch, *args: str) -> int:
+    """``python train.py ARGS`` in this process; its exit status."""
+    monkeypatch.setattr(sys, "argv", ["train.py", *args])
+    try:
+        entry.train_main()
+    except SystemExit as stop:
+        return int(stop.code or 0)
+    return 0
+
+
+def _record(run_dir: Path) -> dict:
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+@pytest.mark.parametrize("value", list(VALUES.values()), ids=list(VALUES))
+def test_labels_need_no_quoting_anywhere(value):
+    text = label(f"+note-{value}_optimizer.lr-0.1")
+    assert text.startswith("_") and len(text) <= 121
+    assert all(c.isascii() and (c.isalnum() or c in "._+@-") for c in text[1:]), text
+    parsed = OverridesParser.create().parse_overrides(
+        [f"resume=outputs/runs/2026-01-01_00-00-00-000000{text}"]
+    )
+    assert parsed[0].value() == f"outputs/runs/2026-01-01_00-00-00-000000{text}"  # Hydra reads it as it is
+    assert label("") == ""
+
+
+def test_long_labels_stay_apart():
+    a, b = label("x-" + "1" * 300), label("x-" + "1" * 299 + "2")
+    assert len(a) <= 121 and len(b) <= 121 and a != b
+
+
+@pytest.mark.parametrize("value", list(VALUES.values()), ids=list(VALUES))
+def test_a_single_run_gets_one_directory(monkeypatch, tmp_path, value):
+    assert _run(monkeypatch, "debug=fdr", "logger=none", f"paths.root={tmp_path}", f"+note={value}") == 0
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert _record(run_dir)["status"] == "completed"
+    assert "_+note-" in run_dir.name and len(run_dir.name.encode()) < 160
+
+
+def test_a_sweep_gets_one_directory_per_job_and_its_summary(monkeypatch, tmp_path):
+    values = ",".join(VALUES.values())
+    assert (
+        _run(monkeypatch, "-m", "debug=fdr", "logger=none", f"paths.root={tmp_path}", f"+note={values}") == 0
+    )
+    (sweep,) = (tmp_path / "multirun").iterdir()
+    jobs = sorted((p for p in sweep.iterdir() if p.is_dir()), key=lambda p: int(p.name.split("_")[0]))
+    assert len(jobs) == len(VALUES) and all(_record(job)["status"] == "completed" for job in jobs)
+    assert (sweep / "summary.md").is_file() and f"{len(VALUES)} jobs" in (sweep / "summary.md").read_text()
+
+
+def test_a_failing_sweep_job_with_a_path_value_is_one_directory_and_the_exit_status_says_so(
+    monkeypatch, capsys, tmp_path
+):
+    """The failure gdlab's MNIST error suggests fixing with data.data_dir=<path>: a "/" in the value."""
+    missing = f"{tmp_path}/nowhere/a,{tmp_path}/nowhere/b"
+    args = ("-m", "data=mnist", "data.download=false", f"data.data_dir={missing}", f"paths.root={tmp_path}")
+    assert _run(monkeypatch, *args, *FAST[2:]) == 1  # (MNIST has no n_samples)
+    assert "error: 2 of 2 sweep jobs did not complete (2 failed)" in capsys.readouterr().err
+    (sweep,) = (tmp_path / "multirun").iterdir()
+    jobs = [p for p in sweep.iterdir() if p.is_dir()]
+    assert len(jobs) == 2 and all(_record(job)["status"] == "failed" for job in jobs)
+    assert "data.data_dir=" in _record(jobs[0])["error"] and (sweep / "summary.md").is_file()
+
+
+@pytest.fixture
+def named_run(monkeypatch, tmp_path) -> Path:
+    """A finished run whose overrides hold every character class, under a relative paths.root."""
+    monkeypatch.chdir(tmp_path)
+    note = '\'a/b=c,d e "q" ü ' + "z" * 300 + "'"
+    assert _run(monkeypatch, "paths.root=outputs", f"+note={note}", *FAST) == 0
+    (run_dir,) = (tmp_path / "outputs" / "runs").iterdir()
+    assert _record(run_dir)["epoch"] == 1 and (run_dir / "checkpoints" / "last.ckpt").is_file()
+    return run_dir
+
+
+@pytest.mark.parametrize("typed", ["absolute", "relative", "quoted"])
+def test_resume_takes_the_directory_as_typed(monkeypatch, tmp_path, named_run, typed):
+    path = {
+        "absolute": str(named_run),
+        "relative": str(named_run.relative_to(tmp_path)),
+        "quoted": f"'{named_run.relative_to(tmp_path)}'",
+    }[typed]
+    assert _run(monkeypatch, f"resume={path}", "trainer.max_epochs=2") == 0
+    assert [p.name for p in (tmp_path / "outputs" / "runs").iterdir()] == [named_run.name]  # no new directory
+    record = _record(named_run)
+    assert record["status"] == "completed" and record["epoch"] == 2
+    config = (named_run / "config.yaml").read_text()
+    assert "note: a/b=c,d e" in config and "n_samples: 100" in config  # the run's own overrides came back
