@@ -7,7 +7,7 @@
 
 Sections (each compares variants on the same model, data, step count, batch size and thread count,
 alternating the variants within each repeat):
-  training   gdlab (composed config -> gdlab.train.build -> Trainer.fit, logger and callbacks as in the
+  training   gdlab (composed config -> gdlab.factory.build -> Trainer.fit, logger and callbacks as in the
              default config) vs a hand-written loop (index_select batches, forward, backward, step);
   batching   gdlab.data.InMemoryBatches vs DataLoader(TensorDataset) over one shuffled epoch;
   optimizer  PlainSGD.step() vs torch.optim.SGD (default and foreach), parameters asserted bitwise equal;
@@ -65,7 +65,7 @@ class Row:
 
 
 # ---------------------------------------------------------------------------------------------
-# Data and model pieces the benchmark needs that the config groups may not have (yet)
+# Data the benchmark needs that the config groups do not have
 
 
 class SyntheticImages(InMemoryDataModule):
@@ -89,27 +89,6 @@ class SyntheticImages(InMemoryDataModule):
     @property
     def num_outputs(self) -> int:
         return 10
-
-
-class SmallCNN(nn.Module):
-    """Stand-in when conf/model/cnn.yaml is absent: two conv+pool blocks and a linear head."""
-
-    def __init__(self, input_shape: tuple[int, ...], num_outputs: int) -> None:
-        super().__init__()
-        c, h, w = input_shape
-        self.net = nn.Sequential(
-            nn.Conv2d(c, 16, 3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(16, 32, 3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Flatten(),
-            nn.Linear(32 * (h // 4) * (w // 4), num_outputs),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -143,7 +122,6 @@ def linear_case(batch_size: int, steps: int, epochs: int) -> Case:
 
 def training_cases(quick: bool) -> list[Case]:
     steps, epochs = (5, 1) if quick else (100, 3)
-    has_cnn = True
     cnn_steps = 5 if quick else 10
     images = {"_target_": f"{__name__}.SyntheticImages", "n_train": 256 * cnn_steps, "seed": 0}
     mlp = linear_case(1024, 5 if quick else 30, epochs)
@@ -158,11 +136,11 @@ def training_cases(quick: bool) -> list[Case]:
         ),
         Case(
             "CNN 1x28x28 batch 256",
-            ["model=cnn" if has_cnn else "model=linear", "loss=cross_entropy"],
+            ["model=cnn", "loss=cross_entropy"],
             256,
             cnn_steps,
             epochs,
-            {"data": images} | ({} if has_cnn else {"model": {"_target_": f"{__name__}.SmallCNN"}}),
+            {"data": images},
         ),
     ]
 
@@ -334,7 +312,7 @@ def bench_callbacks(repeats: int, quick: bool, extra: list[str]) -> list[Row]:
             changes += [
                 ("without the logger (logger=none)", ["logger=none"]),
                 ("with Lightning's default profiler (trainer.profiler=null)", ["trainer.profiler=null"]),
-                ("with train/loss written every step (log_flush_steps=1)", ["log_flush_steps=1"]),
+                ("with per-step values written every step (log_flush_steps=1)", ["log_flush_steps=1"]),
             ]
         changes.append(("bare Lightning (callbacks=none logger=none)", ["callbacks=none", "logger=none"]))
         variants += [(Row(comparison, label, batch_size=bs), overrides) for label, overrides in changes]

@@ -167,10 +167,12 @@ def test_bad_input_is_one_clear_line(monkeypatch, capsys, tmp_path, linear_ckpt,
     _no_run_looks_finished(root)
 
 
-def test_gpu_trainer_without_gpu(monkeypatch, capsys, tmp_path):
+@pytest.mark.parametrize("trainer", ["gpu", "ddp"])
+def test_gpu_trainer_without_gpu(monkeypatch, capsys, tmp_path, trainer):
     if torch.cuda.is_available():
         pytest.skip("a GPU is present: trainer=gpu is valid here")
-    line = _cli(monkeypatch, capsys, entry.train_main, "trainer=gpu", "logger=none", f"paths.root={tmp_path}")
+    args = (f"trainer={trainer}", "logger=none", f"paths.root={tmp_path}")
+    line = _cli(monkeypatch, capsys, entry.train_main, *args)
     assert "trainer: No supported gpu backend found! Use trainer=cpu" in line
     _no_run_looks_finished(tmp_path)
     assert json.loads(next(tmp_path.rglob("metrics.json")).read_text())["error"].startswith(

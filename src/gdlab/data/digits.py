@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from gdlab.data.base import split_sizes
@@ -17,26 +19,9 @@ class DigitsDataModule(ImageDataModule):
     The 1,797 images are shuffled with ``seed`` and cut into train/val/test by the fractions.
     """
 
-    def __init__(
-        self,
-        val_fraction: float = 0.15,
-        test_fraction: float = 0.15,
-        normalize: bool = True,
-        batch_size: int | None = 64,
-        shuffle: bool = True,
-        shuffle_seed: int = 0,
-        seed: int = 0,
-        eval_batch_size: int | None = 1024,
-    ) -> None:
-        super().__init__(
-            num_classes=10,
-            normalize=normalize,
-            batch_size=batch_size,
-            shuffle=shuffle,
-            shuffle_seed=shuffle_seed,
-            seed=seed,
-            eval_batch_size=eval_batch_size,
-        )
+    def __init__(self, val_fraction: float = 0.15, test_fraction: float = 0.15, **kwargs: Any) -> None:
+        """``kwargs``: ``normalize`` and the batching arguments of :class:`ImageDataModule`."""
+        super().__init__(num_classes=10, **kwargs)
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
         for name, frac in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
             if 0.0 < frac < 1.0 and round(N_IMAGES * frac) < 2:  # (split_sizes would blame n_samples)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from gdlab.data.idx import fetch_idx_files, read_idx
 from gdlab.data.images import ImageDataModule, Split, check_val_fraction, holdout_sizes, seeded_split
@@ -21,7 +21,7 @@ class MNISTDataModule(ImageDataModule):
         mirrors: base URLs tried in order (``null``: the standard ones).
         md5: gzipped file name -> md5 (``null``: the published checksums).
         val_fraction: share of the training images held out for validation.
-        normalize, batch_size, shuffle, shuffle_seed, seed, eval_batch_size: as in ``ImageDataModule``.
+        kwargs: ``normalize`` and the batching arguments of ``ImageDataModule``.
     """
 
     name: ClassVar[str] = "MNIST"
@@ -44,22 +44,9 @@ class MNISTDataModule(ImageDataModule):
         mirrors: Sequence[str] | None = None,
         md5: Mapping[str, str] | None = None,
         val_fraction: float = 0.1,
-        normalize: bool = True,
-        batch_size: int | None = 64,
-        shuffle: bool = True,
-        shuffle_seed: int = 0,
-        seed: int = 0,
-        eval_batch_size: int | None = 1024,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            num_classes=10,
-            normalize=normalize,
-            batch_size=batch_size,
-            shuffle=shuffle,
-            shuffle_seed=shuffle_seed,
-            seed=seed,
-            eval_batch_size=eval_batch_size,
-        )
+        super().__init__(num_classes=10, **kwargs)
         check_val_fraction(val_fraction)  # fails here, before any file is read
         self.data_dir, self.download = data_dir, download
         self.mirrors = list(mirrors) if mirrors is not None else list(self.MIRRORS)

@@ -55,16 +55,15 @@ def launches_processes(cfg: DictConfig) -> bool:
         return False  # one process: nothing to ask Lightning
     from hydra.utils import instantiate
 
-    from gdlab.factory import building
-
     rank_zero_log = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     level = rank_zero_log.level
     rank_zero_log.setLevel(logging.WARNING)  # the real Trainer reports the devices; this one only counts them
     try:
-        with building("trainer", trainer_cfg):
-            trainer = instantiate(
-                trainer_cfg, logger=False, callbacks=[], enable_progress_bar=False, enable_model_summary=False
-            )
+        trainer = instantiate(
+            trainer_cfg, logger=False, callbacks=[], enable_progress_bar=False, enable_model_summary=False
+        )
+    except Exception:
+        return False  # a Trainer that cannot be built: training here builds it again and records why
     finally:
         rank_zero_log.setLevel(level)
     return trainer.world_size > 1 and not trainer.strategy.cluster_environment.creates_processes_externally
