@@ -20,7 +20,9 @@ def test_tensorboard_still_checksums_records_through_the_function_gdlab_replaces
         "tensorboard.summary.writer.record_writer.masked_crc32c is gone: gdlab.integrations.tensorboard "
         "can no longer speed up event files (TensorBoard still works, slower); revisit that module"
     )
-    assert tb_integration.use_fast_checksums(), "google-crc32c (a gdlab dependency) has no C implementation here"
+    assert tb_integration.use_fast_checksums(), (
+        "google-crc32c (a gdlab dependency) has no C implementation here"
+    )
     assert record_writer.masked_crc32c is tb_integration.fast_masked_crc32c
 
 

@@ -23,10 +23,12 @@ class FastPlainAttributes(nn.Module):
     """A Module mixin: plain values under unregistered names skip ``Module.__setattr__``'s checks."""
 
     def __setattr__(self, name: str, value: Any) -> None:
-        attributes = self.__dict__
+        attributes = (
+            self.__dict__
+        )  # the registries exist once Module.__init__ ran; checks written out (per hook)
         if (
             type(value) in _PLAIN_TYPES
-            and "_parameters" in attributes  # (set by Module.__init__; written out, not looped: this is per hook)
+            and "_parameters" in attributes
             and name not in attributes["_parameters"]
             and name not in attributes["_buffers"]
             and name not in attributes["_modules"]
