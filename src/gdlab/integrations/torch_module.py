@@ -23,9 +23,8 @@ class FastPlainAttributes(nn.Module):
     """A Module mixin: plain values under unregistered names skip ``Module.__setattr__``'s checks."""
 
     def __setattr__(self, name: str, value: Any) -> None:
-        attributes = (
-            self.__dict__
-        )  # the registries exist once Module.__init__ ran; checks written out (per hook)
+        # The registries exist once Module.__init__ has run. The checks are written out: this runs per hook.
+        attributes = self.__dict__
         if (
             type(value) in _PLAIN_TYPES
             and "_parameters" in attributes
