@@ -19,7 +19,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from gdlab import validate
-from gdlab.errors import ConfigError, SettingError
+from gdlab.errors import ConfigError, SettingError, first_line
 from gdlab.module import GDModule
 
 
@@ -33,8 +33,8 @@ def building(key: str, node: Any) -> Iterator[None]:
     except InstantiationException as err:
         if err.__cause__ is not None and str(err).startswith("Error in call to target"):
             raise SettingError(key, node, err.__cause__) from err.__cause__
-        target = node.get("_target_") if isinstance(node, DictConfig) else None
-        reason = ValueError(f"cannot import {key}._target_={target}: check the class path")
+        # e.g. "Error locating target 'gdlab.models.Foo'": Hydra's own first line, without its env-var hint
+        reason = ValueError(first_line(err).split(", set env var HYDRA_FULL_ERROR")[0])
         raise SettingError(key, None, reason) from err
     except Exception as err:
         raise SettingError(key, node, err) from err
