@@ -39,6 +39,8 @@ def _cli(monkeypatch, capsys, entry, *args: str) -> str:
     assert "Traceback" not in err
     lines = [line for line in err.splitlines() if line.startswith("error: ")]
     assert len(lines) == 1, err[-2000:]
+    # the user's message, not the wrapping of the library that passed it on
+    assert "while resolving interpolation" not in lines[0] and "full_key" not in lines[0], lines[0]
     return lines[0]
 
 

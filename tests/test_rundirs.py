@@ -115,3 +115,16 @@ def test_resume_takes_the_directory_as_typed(monkeypatch, tmp_path, named_run, t
     assert record["status"] == "completed" and record["epoch"] == 2
     config = (named_run / "config.yaml").read_text()
     assert "note: a/b=c,d e" in config and "n_samples: 100" in config  # the run's own overrides came back
+
+
+def test_resume_in_a_sweep_is_a_failed_job_and_the_exit_status_says_so(
+    monkeypatch, capsys, tmp_path, named_run
+):
+    """A job that fails before its run record exists (here: refused at once) still leaves one."""
+    assert _run(monkeypatch, "-m", f"resume={named_run}", f"paths.root={tmp_path}/sweeps") == 1
+    assert "error: 1 of 1 sweep jobs did not complete (1 failed)" in capsys.readouterr().err
+    (sweep,) = (tmp_path / "sweeps" / "multirun").iterdir()
+    (job,) = [p for p in sweep.iterdir() if p.is_dir()]
+    assert _record(job) == {"status": "failed", "error": _record(job)["error"]}
+    assert "drop -m/--multirun" in _record(job)["error"] and (sweep / "summary.md").is_file()
+    assert _record(named_run)["epoch"] == 1  # the run named stays as it was

@@ -51,10 +51,23 @@ def _task(body: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
             if not in_multirun():
                 raise RunFailed(err) from err
             # The job's metrics.json records the failure; the sweep goes on and its summary counts it.
-            log.error("job failed: %s", describe(err), exc_info=err if cfg.get("verbose") else None)
+            line = describe(err)
+            log.error("job failed: %s", line, exc_info=err if cfg.get("verbose") else None)
+            _record_failure(line)
             return None
 
     return run_task
+
+
+def _record_failure(line: str) -> None:
+    """Give a sweep job that failed before its run record existed one, so the summary counts it."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from gdlab.runs.record import METRICS_FILE, write_metrics
+
+    output_dir = HydraConfig.get().runtime.output_dir
+    if not os.path.exists(os.path.join(output_dir, METRICS_FILE)):
+        write_metrics(output_dir, {}, "failed", error=line)
 
 
 def _train(cfg: DictConfig) -> float | None:

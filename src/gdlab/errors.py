@@ -98,11 +98,15 @@ def first_line(err: BaseException | str) -> str:
     return next((line.strip() for line in str(err).splitlines() if line.strip()), "")
 
 
-def _chain(err: BaseException) -> list[BaseException]:
+def _chain(err: BaseException, *, context: bool = False) -> list[BaseException]:
+    """``err`` and its causes; with ``context``, also the error being handled when each was raised."""
     chain = [err]
-    while chain[-1].__cause__ is not None and chain[-1].__cause__ not in chain:
-        chain.append(chain[-1].__cause__)
-    return chain
+    while True:
+        last = chain[-1]
+        behind = last.__cause__ or (last.__context__ if context else None)
+        if behind is None or behind in chain:
+            return chain
+        chain.append(behind)
 
 
 def describe(err: BaseException) -> str:
@@ -121,11 +125,12 @@ def describe(err: BaseException) -> str:
             return f"{group}={option} is not an option: choose one of {', '.join(sorted(err.options))}"
     if isinstance(err, OverrideParseException):
         return f"cannot parse the command line: {first_line(err)}"
-    chain = _chain(err)
-    # The first of our own errors in the chain is the message meant for the user (resolvers and Hydra wrap it).
-    cause = next((e for e in chain if isinstance(e, (ConfigError, RunError))), chain[-1])
-    if isinstance(cause, (ConfigError, RunError)):
-        return first_line(cause)
+    # The first of our own errors behind ``err`` is the message meant for the user: Hydra wraps it, and
+    # OmegaConf re-raises a resolver's error with its cause cleared (it stays the context).
+    ours = next((e for e in _chain(err, context=True) if isinstance(e, (ConfigError, RunError))), None)
+    if ours is not None:
+        return first_line(ours)
+    cause = _chain(err)[-1]
     key = getattr(cause, "full_key", None)
     if isinstance(cause, MissingMandatoryValue) and key:
         return f"{key} is required: pass {key}=<value> on the command line"
