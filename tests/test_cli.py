@@ -37,6 +37,9 @@ def test_mlp_with_mse_runs_end_to_end(tmp_path):
     assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
     # the composed config is printed at start
     assert "hidden_sizes" in proc.stdout
+    # Lightning's lines are printed once, through the run's logging (not also by Lightning's own handler)
+    console = proc.stdout + proc.stderr
+    assert console.count("Trainer.fit` stopped") == 1 and "INFO: " not in console
 
 
 def test_console_script_and_fast_dev_run(tmp_path):

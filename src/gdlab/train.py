@@ -42,9 +42,10 @@ def task(cfg: DictConfig) -> float | None:
 
 
 def _route_lightning_logs_to_hydra() -> None:
-    # lightning.pytorch adds its own stream handler at import time (before Hydra configures
-    # logging) and stops propagation, so its messages would miss the run's log file.
-    for name in ("lightning.pytorch", "lightning.fabric"):
+    # lightning.pytorch and lightning.fabric add their own stream handlers at import time (before Hydra
+    # configures logging) and stop propagation, so their messages would miss the run's log file; the
+    # `lightning` package's handler would print each of them a second time ("INFO: ...").
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         lightning_logger = logging.getLogger(name)
         lightning_logger.handlers.clear()
         lightning_logger.propagate = True
