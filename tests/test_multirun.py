@@ -223,7 +223,7 @@ def test_missing_plugin_is_one_clear_line(tmp_path):
         timeout=300,
     )
     assert proc.returncode == 1
-    assert "pip install -e '.[sweep]'" in proc.stderr
+    assert "`pip install hydra-joblib-launcher`" in proc.stderr and "pip install -e '.[sweep]'" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "multirun").exists() or not any((tmp_path / "multirun").rglob("metrics.json"))
 
@@ -243,4 +243,4 @@ def test_missing_sweeper_stand_in_names_the_extra():
         chain.append(chain[-1].__cause__)
     (error,) = [e for e in chain if isinstance(e, ConfigError)]
     assert str(error).startswith("hydra/sweeper=optuna needs the optional Hydra plugin hydra-optuna-sweeper")
-    assert "pip install -e '.[sweep]'" in str(error)
+    assert "`pip install hydra-optuna-sweeper`" in str(error)

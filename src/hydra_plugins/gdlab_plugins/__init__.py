@@ -3,7 +3,7 @@ composes a config, so this is where gdlab registers what its configs need from H
 
 - For each optional plugin of the ``sweep`` extra that is not installed (optuna sweeper, joblib and
   submitit launchers), a stand-in config under the same name whose plugin fails with one clear line:
-  ``pip install -e '.[sweep]'``, instead of Hydra's "Could not find 'hydra/launcher/joblib'".
+  ``pip install hydra-optuna-sweeper``, instead of Hydra's "Could not find 'hydra/launcher/joblib'".
 - The resolvers ``conf/hydra/default.yaml`` names run directories with (:mod:`gdlab.runs.resume`):
   ``gdlab_run_dir`` (a new run's directory, or the resumed run's), ``gdlab_label`` (a sweep job's
   directory suffix) and ``gdlab_output_subdir`` (no new ``.hydra/`` record in a resumed run).
@@ -31,7 +31,8 @@ OPTIONAL_PLUGINS = {
 def missing_plugin_message(group: str, option: str, distribution: str) -> str:
     return (
         f"{group}={option} needs the optional Hydra plugin {distribution}, which is not installed: "
-        "run `pip install -e '.[sweep]'` in the project (or `bash scripts/dev.sh setup`)"
+        f"`pip install {distribution}` (in a clone of gdlab: `pip install -e '.[sweep]'`, which adds every "
+        "sweep plugin)"
     )
 
 
