@@ -83,7 +83,8 @@ def test_sigkill_then_resume_is_bitwise_identical(uninterrupted, tmp_path):
 def test_ctrl_c_saves_last_ckpt_records_interrupted_and_resumes_exactly(uninterrupted, tmp_path):
     run_dir = tmp_path / "runs" / "interrupted"
     interrupted = run_train(*RUN, *_signal_at(23, "SIGINT"), f"hydra.run.dir={run_dir}")
-    assert interrupted.returncode != 0
+    assert interrupted.returncode == 130 and "interrupted (Ctrl+C)" in interrupted.stderr
+    assert "Traceback" not in interrupted.stderr
     record = json.loads((run_dir / "metrics.json").read_text())
     assert record["status"] == "interrupted" and record["step"] == 23
     ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)

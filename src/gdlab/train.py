@@ -140,11 +140,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         log_hparams(
             trainer.loggers, cfg, record, step=max(trainer.global_step - 1, 0)
         )  # TensorBoard's HParams tab
-    except (KeyboardInterrupt, SystemExit):
-        # Lightning turns Ctrl+C inside fit() into its own shutdown followed by sys.exit(1).
+    except (KeyboardInterrupt, SystemExit) as stop:
         _save_interrupted(trainer)
         where = {"epoch": trainer.current_epoch, "step": trainer.global_step} if trainer is not None else {}
         write_metrics(output_dir, metrics, status="interrupted", **where)
+        if isinstance(stop, SystemExit) and trainer is not None and trainer.interrupted:
+            # Lightning turns Ctrl+C inside fit() into its own shutdown followed by sys.exit(1): a Ctrl+C
+            # again, so that it ends the command as one anywhere else does (one line, exit status 130).
+            raise KeyboardInterrupt from None
         raise
     except Exception as err:
         write_metrics(output_dir, metrics, status="failed", error=describe(err))
