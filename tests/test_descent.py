@@ -13,7 +13,7 @@ from hydra.utils import instantiate
 from gdlab import analysis
 from gdlab.callbacks import DivergenceGuard, GradientDiagnostics
 from gdlab.errors import ArgumentError
-from gdlab.train import train
+from gdlab.train import task, train
 from tests.conftest import scalars
 
 FULL_BATCH = ["data.batch_size=null", "trainer=cpu", "data.n_samples=300", "callbacks.pictures=null"]
@@ -33,9 +33,10 @@ def _with_lr(cfg_factory, ratio, *overrides):
 def test_lr_0_9_x_critical_reaches_the_closed_form_loss(cfg_factory, tmp_path, caplog):
     cfg, critical = _with_lr(cfg_factory, 0.9, "data.n_features=2", "trainer.max_epochs=60", "logger=none")
     with caplog.at_level(logging.INFO, logger="gdlab"):
-        record = train(cfg)
+        returned = task(cfg)  # what a sweeper gets
+    record = json.loads((tmp_path / "metrics.json").read_text())
     ref = _reference(cfg)
-    assert record["status"] == "completed"
+    assert record["status"] == "completed" and returned == record["val/loss"]
     # train/loss of the last step is the full training loss: it must sit on the least-squares loss.
     assert record["train/loss"] / ref.loss <= 1.001, (record["train/loss"], ref.loss)
     assert record["diag/loss_gap"] <= 1e-3 * ref.loss
@@ -44,9 +45,9 @@ def test_lr_0_9_x_critical_reaches_the_closed_form_loss(cfg_factory, tmp_path, c
 
 def test_lr_1_1_x_critical_diverges_and_metrics_json_says_so(cfg_factory, tmp_path):
     cfg, critical = _with_lr(cfg_factory, 1.1, "data.n_features=2", "trainer.max_epochs=300", "logger=none")
-    record = train(cfg)
+    assert task(cfg) is None  # a sweeper gets no value from a diverged run (optuna: a failed trial)
     on_disk = json.loads((tmp_path / "metrics.json").read_text())
-    assert on_disk["status"] == record["status"] == "diverged"
+    assert on_disk["status"] == "diverged" and isinstance(on_disk["val/loss"], float)
     assert 0 < on_disk["step"] < 100 and on_disk["epoch"] < 300  # stopped early, not at max_epochs
     error = on_disk["error"]
     assert f"diverged at step {on_disk['step']}: train/loss = " in error

@@ -31,12 +31,17 @@ log = logging.getLogger(__name__)
 
 def task(cfg: DictConfig) -> float | None:
     """One run or sweep job: resume it if asked, train it here or, when Lightning would start its DDP
-    processes, in a child process (:mod:`gdlab.runs.processes`); return ``cfg.optimized_metric``."""
+    processes, in a child process (:mod:`gdlab.runs.processes`); return ``cfg.optimized_metric``.
+
+    Only a completed run returns its metric: a diverged run's last ``val/loss`` may come from before it
+    diverged, so a sweeper (optuna) gets nothing and records the trial as failed, never as a good one."""
     if resuming(cfg.get("resume"), cfg.get("ckpt_path")):
         if in_multirun():
             raise ConfigError("resume continues one run: drop -m/--multirun (or resume each job on its own)")
         cfg = resumed_config(cfg)
     record = run_in_child(cfg) if launches_processes(cfg) else train(cfg)
+    if record.get("status") != "completed":
+        return None
     value = record.get(cfg.get("optimized_metric"))
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
