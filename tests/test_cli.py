@@ -35,11 +35,14 @@ def test_mlp_with_mse_runs_end_to_end(tmp_path):
     ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert any(k.startswith("net.net.") for k in ckpt["state_dict"])
     assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
-    # the composed config is printed at start
-    assert "hidden_sizes" in proc.stdout
-    # Lightning's lines are printed once, through the run's logging (not also by Lightning's own handler)
+    # A console a user reads: the overrides in one line, a line per epoch (no bar: not a terminal),
+    # Lightning's lines once (not also by Lightning's own handler), no upsell, no deprecation noise.
     console = proc.stdout + proc.stderr
+    assert "overrides: model=mlp loss=mse" in console and "hidden_sizes" not in console
+    assert "epoch 3/3 (" in console and "it/s" not in console
     assert console.count("Trainer.fit` stopped") == 1 and "INFO: " not in console
+    assert "Tip:" not in console and "deprecated" not in console
+    assert len(console.splitlines()) <= 40, console
 
 
 def test_console_script_and_fast_dev_run(tmp_path):

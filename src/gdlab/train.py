@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from gdlab.callbacks.guard import DivergenceGuard
+from gdlab.console import print_config, rounded, route_lightning_logs
 from gdlab.errors import ConfigError, describe
 from gdlab.factory import build
 from gdlab.loggers import TensorBoardLogger
@@ -24,7 +25,7 @@ from gdlab.runs.hparams import log_hparams
 from gdlab.runs.processes import in_multirun, launches_processes, run_in_child
 from gdlab.runs.record import to_number, write_metrics
 from gdlab.runs.resume import resumed_config, resuming
-from gdlab.runs.rundir import check_run_dir, save_config
+from gdlab.runs.rundir import check_run_dir, run_overrides, save_config
 
 log = logging.getLogger(__name__)
 
@@ -44,29 +45,6 @@ def task(cfg: DictConfig) -> float | None:
         return None
     value = record.get(cfg.get("optimized_metric"))
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
-def _route_lightning_logs_to_hydra() -> None:
-    # lightning.pytorch and lightning.fabric add their own stream handlers at import time (before Hydra
-    # configures logging) and stop propagation, so their messages would miss the run's log file; the
-    # `lightning` package's handler would print each of them a second time ("INFO: ...").
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
-        lightning_logger = logging.getLogger(name)
-        lightning_logger.handlers.clear()
-        lightning_logger.propagate = True
-
-
-def print_config(cfg: DictConfig) -> None:
-    """Print the composed config as a syntax-highlighted YAML tree (plain text without a terminal),
-    groups first in the order a reader scans them."""
-    from rich.console import Console
-    from rich.syntax import Syntax
-
-    order = ["data", "model", "loss", "optimizer", "trainer", "callbacks", "logger", "paths"]
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    keys = [k for k in order if k in resolved] + [k for k in resolved if k not in order]
-    text = OmegaConf.to_yaml({k: resolved[k] for k in keys}, sort_keys=False)
-    Console().print(Syntax(text, "yaml", theme="ansi_dark", background_color="default"))
 
 
 def outcome(trainer: L.Trainer, module: GDModule) -> dict[str, Any]:
@@ -116,12 +94,11 @@ def _metrics(trainer: L.Trainer, module: GDModule) -> dict[str, Any]:
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train one run in this process; return the record written to metrics.json."""
-    _route_lightning_logs_to_hydra()
+    route_lightning_logs()
     output_dir = Path(cfg.paths.output_dir)
     check_run_dir(output_dir, resuming=bool(cfg.get("resume")))
-    print_config(cfg)
-    save_config(cfg, output_dir)
     log.info("run directory: %s", output_dir.resolve())
+    print_config(cfg, run_overrides(), saved_to=save_config(cfg, output_dir).name)
     write_metrics(output_dir, {}, status="running")
     metrics: dict[str, Any] = {}
     trainer = None
@@ -130,7 +107,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         datamodule, module, trainer = build(cfg)
         if hasattr(datamodule, "true_params"):
             truth = {k: to_number(v) for k, v in datamodule.true_params().items()}
-            log.info("true parameters of the data: %s", truth)
+            log.info("true parameters of the data: %s", rounded(truth))
         ckpt_path = start_checkpoint(cfg, module, output_dir)
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         metrics.update(_metrics(trainer, module))

@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from gdlab.conf import CONFIG_PACKAGE
+from gdlab.console import PRINT_CONFIG
 from gdlab.errors import ConfigError, show
 
 # (type check, what the value must be, an example): the settings every run has.
@@ -38,6 +39,7 @@ SETTINGS: dict[str, tuple[Any, str, str]] = {
     "verbose": (*_BOOL, "verbose=true"),
     "log_flush_steps": (*_INT, "log_flush_steps=50"),
     "optimized_metric": (*_OPT_TEXT, "optimized_metric=val/loss"),
+    "print_config": (lambda v: v in PRINT_CONFIG, "one of " + ", ".join(PRINT_CONFIG), "print_config=full"),
     "optimizer.lr": (*_NUMBER, "optimizer.lr=0.1"),
     "data.batch_size": (*_OPT_INT, "data.batch_size=64"),
     "trainer.max_epochs": (*_OPT_INT, "trainer.max_epochs=20"),

@@ -1,7 +1,9 @@
-"""Callbacks that make gradient descent visible: per-step diagnostics, pictures, the divergence guard."""
+"""Callbacks that make gradient descent visible (per-step diagnostics, pictures, the divergence guard), and
+a progress display suited to where the output goes."""
 
 from gdlab.callbacks.diagnostics import GradientDiagnostics
 from gdlab.callbacks.guard import DivergenceGuard
 from gdlab.callbacks.pictures import DescentPictures
+from gdlab.callbacks.progress import ProgressBar
 
-__all__ = ["DescentPictures", "DivergenceGuard", "GradientDiagnostics"]
+__all__ = ["DescentPictures", "DivergenceGuard", "GradientDiagnostics", "ProgressBar"]

@@ -15,11 +15,13 @@ from typing import Any
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
+from gdlab.runs.rundir import run_overrides
+
 # Config groups whose chosen option names the run (e.g. data=linear, model=mlp).
 GROUPS = ("data", "model", "loss", "optimizer", "trainer")
 # Single values worth a column in every run.
 KEYS = ("optimizer.lr", "data.batch_size", "seed", "trainer.max_epochs", "data.seed")
-PLACE_KEYS = ("paths.", "ckpt_path", "resume", "verbose", "hydra.")
+PLACE_KEYS = ("paths.", "ckpt_path", "resume", "verbose", "print_config", "hydra.")
 
 
 def _choices() -> dict[str, str]:
@@ -28,12 +30,6 @@ def _choices() -> dict[str, str]:
     if not HydraConfig.initialized():
         return {}
     return {k: str(v) for k, v in HydraConfig.get().runtime.choices.items() if v is not None}
-
-
-def _overrides() -> list[str]:
-    from hydra.core.hydra_config import HydraConfig
-
-    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
 def _scalar(value: Any) -> str | float | int | bool:
@@ -59,7 +55,7 @@ def hparams_for(cfg: DictConfig, status: str | None = None) -> dict[str, str | f
         value = OmegaConf.select(cfg, key, default=None)
         if value is not None or key == "data.batch_size":  # batch_size null = full batch: worth showing
             params[key] = value
-    for override in _overrides():
+    for override in run_overrides():
         key, _, _ = override.partition("=")
         key = key.lstrip("+~")
         if key.startswith(PLACE_KEYS) or key in GROUPS or "/" in key:

@@ -45,6 +45,13 @@ def check_run_dir(output_dir: Path, resuming: bool) -> None:
         )
 
 
+def run_overrides() -> list[str]:
+    """The overrides this run was started with, as typed (``model=mlp``, ``optimizer.lr=0.1``)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
 def save_config(cfg: DictConfig, output_dir: str | Path) -> Path:
     """Save the resolved config as ``config.yaml`` in the run dir (Hydra's .hydra/ keeps the raw one)."""
     path = Path(output_dir) / CONFIG_FILE

@@ -29,7 +29,15 @@ log = logging.getLogger(__name__)
 
 SEED_KEY = "seed"
 # Keys that say where a job writes, not what it computes: never columns of the summary.
-PLACE_KEYS = ("paths.root", "paths.output_dir", "paths.data_dir", "ckpt_path", "resume", "verbose")
+PLACE_KEYS = (
+    "paths.root",
+    "paths.output_dir",
+    "paths.data_dir",
+    "ckpt_path",
+    "resume",
+    "verbose",
+    "print_config",
+)
 LOSS_METRICS = ("train/loss", "val/loss", "test/loss")
 SUMMARY_FILES = ("summary.csv", "summary.md", "summary.png")
 
