@@ -1,15 +1,22 @@
 #!/usr/bin/env bash
 # One-command set-up and run: `bash scripts/dev.sh train [overrides]`, `bash scripts/dev.sh test [pytest args]`.
-# Creates .venv (once), installs torch (the CPU wheel where no NVIDIA GPU is present) and the
-# project in editable mode with its dev tools and sweep plugins, then runs the command inside the venv.
+# Creates .venv (once), installs torch (see below) and the project in editable mode with its dev tools and
+# sweep plugins, then runs the command inside the venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 VENV="${GDLAB_VENV:-.venv}"
 PYTHON="${PYTHON:-python3}"
-# CPU-only machines get this build of torch first, so the project's `torch>=...` requirement
-# does not pull a multi-GB CUDA build. Override with GDLAB_TORCH_SPEC.
-TORCH_CPU_SPEC="${GDLAB_TORCH_SPEC:-torch==2.13.0}"
+# torch is installed first (GDLAB_TORCH_SPEC), so the project's `torch>=...` requirement takes what is there.
+# Without an NVIDIA GPU it comes from PyTorch's CPU-only index (GDLAB_TORCH_INDEX; about 200 MB) when that
+# can be reached; otherwise, or with GDLAB_TORCH_INDEX= (empty), from pip's own index, where PyPI's Linux
+# x86_64 wheel is the CUDA build (about 0.5 GB plus CUDA libraries; it runs on the CPU too).
+TORCH_SPEC="${GDLAB_TORCH_SPEC:-torch==2.13.0}"
+TORCH_CPU_INDEX="${GDLAB_TORCH_INDEX-https://download.pytorch.org/whl/cpu}"
+
+reachable() {
+  "$PYTHON" -c "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=10)" "$1/torch/" 2>/dev/null
+}
 
 setup() {
   if [ ! -x "$VENV/bin/python" ]; then
@@ -23,10 +30,15 @@ setup() {
   "$VENV/bin/python" -m pip install --quiet --upgrade pip
   if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
     if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
-      echo "[dev.sh] NVIDIA GPU found: installing torch with CUDA"
+      echo "[dev.sh] NVIDIA GPU found: installing $TORCH_SPEC with CUDA"
+      "$VENV/bin/python" -m pip install --quiet "$TORCH_SPEC"
+    elif [ -n "$TORCH_CPU_INDEX" ] && reachable "$TORCH_CPU_INDEX"; then
+      echo "[dev.sh] no NVIDIA GPU: installing the CPU build of $TORCH_SPEC from $TORCH_CPU_INDEX"
+      "$VENV/bin/python" -m pip install --quiet --index-url "$TORCH_CPU_INDEX" "$TORCH_SPEC"
     else
-      echo "[dev.sh] no GPU: installing the CPU build ($TORCH_CPU_SPEC)"
-      "$VENV/bin/python" -m pip install --quiet "$TORCH_CPU_SPEC"
+      echo "[dev.sh] no NVIDIA GPU; ${TORCH_CPU_INDEX:-no CPU-only index} not used: installing $TORCH_SPEC from pip's" \
+        "configured index (PyPI's Linux x86_64 wheel is the CUDA build, which also runs on the CPU)"
+      "$VENV/bin/python" -m pip install --quiet "$TORCH_SPEC"
     fi
   fi
   # sweep: the Hydra plugins (optuna sweeper, joblib and submitit launchers; ~10 s more)
