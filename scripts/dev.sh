@@ -36,7 +36,8 @@ setup() {
       echo "[dev.sh] no NVIDIA GPU: installing the CPU build of $TORCH_SPEC from $TORCH_CPU_INDEX"
       "$VENV/bin/python" -m pip install --quiet --index-url "$TORCH_CPU_INDEX" "$TORCH_SPEC"
     else
-      echo "[dev.sh] no NVIDIA GPU; ${TORCH_CPU_INDEX:-no CPU-only index} not used: installing $TORCH_SPEC from pip's" \
+      why="${TORCH_CPU_INDEX:+$TORCH_CPU_INDEX cannot be reached}"
+      echo "[dev.sh] no NVIDIA GPU; ${why:-GDLAB_TORCH_INDEX is empty}: installing $TORCH_SPEC from pip's" \
         "configured index (PyPI's Linux x86_64 wheel is the CUDA build, which also runs on the CPU)"
       "$VENV/bin/python" -m pip install --quiet "$TORCH_SPEC"
     fi
