@@ -12,7 +12,7 @@ from hydra.utils import instantiate
 
 from gdlab.evaluate import evaluate
 from gdlab.train import train
-from tests.conftest import compose_config, make_cfg
+from tests.conftest import compose_config, make_cfg, run_train
 
 FAST = ("logger=none", "callbacks=minimal", "trainer=cpu")
 
@@ -147,3 +147,16 @@ def test_eval_command_line_takes_paths_of_run_directories_named_after_overrides(
         (out,) = (root / "eval").iterdir()
         result = json.loads((out / "metrics.json").read_text())
         assert result["status"] == "completed" and result["test/loss"] == record["test/loss"]
+
+
+@pytest.mark.slow
+def test_eval_prints_each_line_once_and_no_tips(linear_run, tmp_path):
+    run_dir, _ = linear_run
+    proc = run_train(
+        f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", f"paths.root={tmp_path}", script="eval.py"
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    console = proc.stdout + proc.stderr
+    assert console.count("GPU available") == 1 and "Tip:" not in console and "deprecated" not in console
+    (out,) = (tmp_path / "eval").iterdir()
+    assert "GPU available" in (out / "eval.log").read_text()  # Lightning's lines reach the log file

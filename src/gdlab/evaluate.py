@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from gdlab.console import route_lightning_logs
 from gdlab.data.batches import InMemoryBatches
 from gdlab.errors import ConfigError, describe
 from gdlab.factory import build
@@ -128,6 +129,7 @@ def write_predictions(
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Test (and optionally predict with) the checkpoint ``cfg.ckpt_path``; return metrics.json's record."""
+    route_lightning_logs()
     output_dir = Path(cfg.paths.output_dir)
     check_run_dir(output_dir, resuming=False)
     write_metrics(output_dir, {}, status="running")
