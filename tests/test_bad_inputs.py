@@ -1,4 +1,4 @@
-"""Every bad input the README's table lists: one line naming the setting and the fix, exit status 1, no
+"""Every bad input docs/errors.md lists: one line naming the setting and the fix, exit status 1, no
 traceback, and no run left looking finished. Runs `train.py`'s real entry point (Hydra included) in-process;
 tests/test_cli.py and the subprocess cases at the end check the same from a shell."""
 
@@ -91,7 +91,7 @@ CASES = [
     (
         "lr-not-finite",
         ["optimizer.lr=inf"],
-        r"optimizer\.lr=inf: Invalid learning rate: inf \(must be finite",
+        r"optimizer\.lr=inf is not a finite number: pass a finite value",
     ),
     (
         "batch-size",
@@ -128,7 +128,31 @@ CASES = [
     (
         "max-epochs",
         ["trainer.max_epochs=0"],
-        r"trainer\.max_epochs=0 trains nothing: pass trainer\.max_epochs >= 1",
+        r"trainer\.max_epochs=0 with trainer\.max_steps=-1 trains nothing: pass trainer\.max_epochs >= 1",
+    ),
+    (
+        "max-epochs-forever",  # Lightning's -1 means no limit: with max_steps=-1 the run would never end
+        ["trainer.max_epochs=-1"],
+        r"trainer\.max_epochs=-1 with trainer\.max_steps=-1 trains forever: .*or -1 with trainer\.max_steps > 0",
+    ),
+    ("seed-range", ["seed=-1"], r"seed=-1 must be from 0 to 4294967295 .*pass e\.g\. seed=0"),
+    (
+        "devices-zero",
+        ["trainer.devices=0"],
+        r"trainer\.devices=0 must be a number of devices >= 1, -1 .* or auto",
+    ),
+    (
+        "precision",
+        ["trainer.precision=bogus"],
+        r"trainer\.precision=bogus: Precision 'bogus' is invalid\. Allowed",
+    ),
+    ("mlp-no-layers", ["model=mlp", "model.hidden_sizes=[]"], r"model\.hidden_sizes=\[\]: .*model=linear"),
+    ("data-nan", ["data.noise_std=nan"], r"data\.noise_std=nan is not a finite number"),
+    ("root-empty", ["paths.root="], r"paths\.root is empty: .*file system's root; pass a directory"),
+    (
+        "data-dir-empty",
+        ["data=mnist", "paths.data_dir="],
+        r"paths\.data_dir is empty: .*paths\.data_dir=data",
     ),
     (
         "ckpt-missing",

@@ -59,6 +59,8 @@ class SettingError(ConfigError):
 def _setting_line(key: str, node: Mapping[str, Any] | None, cause: BaseException) -> str:
     message = first_line(cause)
     argument = getattr(cause, "argument", None)
+    if argument is None and node is not None:
+        argument = _quoted_argument(node, message)
     if argument is not None:
         if node is not None and argument in node:
             return f"{key}.{argument}={show(_get(node, argument))}: {message}"
@@ -74,6 +76,19 @@ def _setting_line(key: str, node: Mapping[str, Any] | None, cause: BaseException
     if isinstance(cause, (ValueError, TypeError)):
         return f"{key}: {message}"
     return f"{key}: {type(cause).__name__}: {message}"
+
+
+def _quoted_argument(node: Mapping[str, Any], message: str) -> str | None:
+    """The one argument of ``node`` whose value a library's message quotes (``Precision 'bogus' is invalid``,
+    ``Trainer(devices=0)``), so that the line can name the setting although the library did not."""
+    found = []
+    for name in node:
+        value = node.get(name)
+        if isinstance(value, bool) or not isinstance(value, (str, int)) or value == "":
+            continue
+        if f"{name}={value}" in message or (isinstance(value, str) and f"'{value}'" in message):
+            found.append(str(name))
+    return found[0] if len(found) == 1 else None
 
 
 def _get(node: Mapping[str, Any], key: str) -> Any:

@@ -41,8 +41,11 @@ def building(key: str, node: Any) -> Iterator[None]:
 
 
 def build(cfg: DictConfig) -> tuple[L.LightningDataModule, GDModule, L.Trainer]:
-    """Instantiate the datamodule, the network, loss, optimizer, callbacks, loggers and the Trainer."""
+    """Check the settings, seed everything with ``seed``, then instantiate the datamodule, the network,
+    loss, optimizer, callbacks, loggers and the Trainer."""
     validate.check_settings(cfg)
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True, verbose=False)
     with building("data", cfg.data):
         datamodule = instantiate(cfg.data)
         datamodule.setup("fit")

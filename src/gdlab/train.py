@@ -103,7 +103,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     metrics: dict[str, Any] = {}
     trainer = None
     try:
-        L.seed_everything(cfg.seed, workers=True, verbose=False)
         datamodule, module, trainer = build(cfg)
         if hasattr(datamodule, "true_params"):
             truth = {k: to_number(v) for k, v in datamodule.true_params().items()}

@@ -16,6 +16,7 @@ network's real output shape is measured with one forward pass on two training sa
 
 from __future__ import annotations
 
+import math
 from importlib import resources
 from typing import Any
 
@@ -57,6 +58,22 @@ def check_settings(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key, default=None)
         if value is not None and not ok(value):
             raise ConfigError(f"{key}={show(value)} must be {what}: pass e.g. {example}")
+    check_finite(cfg)
+    if OmegaConf.select(cfg, "paths.data_dir", default=None) == "":
+        raise ConfigError(
+            "paths.data_dir is empty: datasets would be looked for (and downloaded) at the file system's "
+            "root; pass a directory, e.g. paths.data_dir=data"
+        )
+    if not 0 <= cfg.get("seed", 0) < 2**32:
+        raise ConfigError(
+            f"seed={cfg.seed} must be from 0 to {2**32 - 1} (the range numpy seeds with): pass e.g. seed=0"
+        )
+    devices = OmegaConf.select(cfg, "trainer.devices", default=None)
+    if isinstance(devices, int) and not isinstance(devices, bool) and devices < 1 and devices != -1:
+        raise ConfigError(
+            f"trainer.devices={devices} must be a number of devices >= 1, -1 (all of them) or auto: "
+            "pass e.g. trainer.devices=1"
+        )
     if cfg.get("log_flush_steps", 1) < 1:
         raise ConfigError(
             f"log_flush_steps={cfg.log_flush_steps} must be >= 1 (how many steps the per-step values wait on "
@@ -64,13 +81,31 @@ def check_settings(cfg: DictConfig) -> None:
         )
     trainer = cfg.get("trainer") or {}
     max_epochs, max_steps = trainer.get("max_epochs"), trainer.get("max_steps", -1)
-    if max_epochs is not None and max_epochs != -1 and max_epochs < 1 and not (max_steps and max_steps > 0):
+    if max_epochs is not None and max_epochs < 1 and not (max_steps and max_steps > 0):
+        what = "trains forever" if max_epochs == -1 else "trains nothing"
         raise ConfigError(
-            f"trainer.max_epochs={max_epochs} trains nothing: pass trainer.max_epochs >= 1 "
-            "(or -1 with trainer.max_steps > 0)"
+            f"trainer.max_epochs={max_epochs} with trainer.max_steps={max_steps} {what}: pass "
+            "trainer.max_epochs >= 1 (or -1 with trainer.max_steps > 0)"
         )
     if max_steps is not None and (max_steps < -1 or max_steps == 0):
         raise ConfigError(f"trainer.max_steps={max_steps} must be -1 (no limit) or >= 1")
+
+
+def check_finite(cfg: DictConfig) -> None:
+    """No setting holds nan or inf: a NaN in the data or the model would end as a "diverged" run that
+    blames the learning rate."""
+
+    def walk(value: Any, key: str) -> None:
+        if isinstance(value, dict):
+            for name, item in value.items():
+                walk(item, f"{key}.{name}" if key else str(name))
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                walk(item, f"{key}[{i}]")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{key}={show(value)} is not a finite number: pass a finite value")
+
+    walk(OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False), "")
 
 
 def choice(cfg: DictConfig, group: str) -> str:

@@ -36,6 +36,12 @@ class MLP(nn.Module):
     ) -> None:
         super().__init__()
         act = activation_class(activation)
+        if len(hidden_sizes) == 0:
+            raise ArgumentError(
+                "hidden_sizes",
+                "Invalid hidden_sizes: [] (an MLP needs at least one hidden layer; model=linear is "
+                "the network without one)",
+            )
         if any(int(h) < 1 for h in hidden_sizes):
             raise ArgumentError(
                 "hidden_sizes", f"Invalid hidden_sizes: {list(hidden_sizes)} (each must be >= 1)"

@@ -50,8 +50,19 @@ def resuming(resume: str | None, ckpt_path: str | None) -> bool:
     return bool(resume) or ckpt_path == LAST
 
 
+def checked_root(root: str) -> str:
+    """``paths.root``, refused when empty: runs would go to the file system's root (``/runs/...``)."""
+    if not str(root).strip():
+        raise ConfigError(
+            "paths.root is empty: runs would be written at the file system's root; pass a directory, "
+            "e.g. paths.root=outputs"
+        )
+    return str(root)
+
+
 def run_dir(root: str, stamp: str, overrides: str, resume: str | None, ckpt_path: str | None) -> str:
     """The directory of this run: the resumed run's, else ``<root>/runs/<stamp><label>``."""
+    root = checked_root(root)
     if not resuming(resume, ckpt_path):
         return str(Path(root) / RUNS / f"{stamp}{label(overrides)}")
     setting = "resume" if resume else "ckpt_path"

@@ -5,7 +5,8 @@ composes a config, so this is where gdlab registers what its configs need from H
   submitit launchers), a stand-in config under the same name whose plugin fails with one clear line:
   ``pip install hydra-optuna-sweeper``, instead of Hydra's "Could not find 'hydra/launcher/joblib'".
 - The resolvers ``conf/hydra/default.yaml`` names run directories with (:mod:`gdlab.runs.resume`):
-  ``gdlab_run_dir`` (a new run's directory, or the resumed run's), ``gdlab_label`` (a sweep job's
+  ``gdlab_run_dir`` (a new run's directory, or the resumed run's), ``gdlab_root`` (``paths.root``,
+  refused when empty), ``gdlab_label`` (a sweep job's
   directory suffix) and ``gdlab_output_subdir`` (no new ``.hydra/`` record in a resumed run).
 """
 
@@ -98,6 +99,12 @@ def _run_dir(root: str, stamp: str, overrides: str, resume: Any, ckpt_path: Any)
     return run_dir(str(root), str(stamp), str(overrides), resume, ckpt_path)
 
 
+def _root(root: str) -> str:
+    from gdlab.runs.resume import checked_root
+
+    return checked_root(str(root))
+
+
 def _label(overrides: str) -> str:
     from gdlab.runs.resume import label
 
@@ -114,6 +121,7 @@ register_missing_plugins()
 for _name, _resolver in (
     ("gdlab_run_dir", _run_dir),
     ("gdlab_label", _label),
+    ("gdlab_root", _root),
     ("gdlab_output_subdir", _output_subdir),
 ):
     if not OmegaConf.has_resolver(_name):
