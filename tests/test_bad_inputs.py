@@ -230,6 +230,12 @@ def test_eval_without_ckpt_path(monkeypatch, capsys, tmp_path):
     assert "ckpt_path is required: pass ckpt_path=<value>" in line
 
 
+def test_eval_of_a_run_directory_points_at_its_checkpoint(monkeypatch, capsys, tmp_path, linear_ckpt):
+    run_dir = linear_ckpt.parent.parent
+    line = _cli(monkeypatch, capsys, entry.eval_main, f"ckpt_path={run_dir}", f"paths.root={tmp_path}")
+    assert f"ckpt_path={run_dir} is a directory: pass the .ckpt file, e.g. ckpt_path={linear_ckpt}" in line
+
+
 def test_eval_of_a_checkpoint_with_another_model(monkeypatch, capsys, tmp_path, linear_ckpt):
     line = _cli(
         monkeypatch,

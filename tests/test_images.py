@@ -3,6 +3,8 @@ with their checksums, and the CNN reaching >= 90% test accuracy on digits in a s
 
 import gzip
 import json
+import socket
+import time
 
 import pytest
 import torch
@@ -153,6 +155,30 @@ def test_a_file_whose_checksum_does_not_match_is_never_used(tmp_path):
     assert dm.splits == {}
 
 
+def test_a_file_of_ones_own_is_used_once_its_checksum_is_given(tmp_path):
+    md5, _ = fake_mnist(tmp_path / "mnist")
+    fake_mnist(tmp_path / "mine", seed=1)  # other, valid files: "not the expected one"
+    target = tmp_path / "mnist" / "train-labels-idx1-ubyte.gz"
+    target.write_bytes((tmp_path / "mine" / target.name).read_bytes())
+    with pytest.raises(ArgumentError) as info:
+        MNISTDataModule(data_dir=str(tmp_path / "mnist"), md5=md5, download=False).setup()
+    actual = md5sum(target)
+    assert f"give its checksum in md5 ({{{target.name}: {actual}}}) or store it uncompressed" in str(
+        info.value
+    )
+    dm = MNISTDataModule(data_dir=str(tmp_path / "mnist"), md5={**md5, target.name: actual}, download=False)
+    dm.setup()
+    assert len(dm.splits["train"][0]) + len(dm.splits["val"][0]) == 50
+
+
+def test_md5_names_only_the_datasets_files():
+    with pytest.raises(ArgumentError, match=r"Invalid md5: train-images\.gz is not one of the files") as info:
+        MNISTDataModule(md5={"train-images.gz": "0" * 32})
+    assert info.value.argument == "md5"
+    merged = MNISTDataModule(md5={"t10k-labels-idx1-ubyte.gz": "1" * 32}).md5
+    assert merged == {**MNISTDataModule.MD5, "t10k-labels-idx1-ubyte.gz": "1" * 32}
+
+
 def test_missing_files_offline_is_one_line_saying_which_files_go_where(tmp_path):
     dm = MNISTDataModule(data_dir=str(tmp_path / "nowhere"), mirrors=["http://127.0.0.1:9/"], download=True)
     with pytest.raises(ArgumentError) as info:
@@ -169,6 +195,24 @@ def test_missing_files_offline_is_one_line_saying_which_files_go_where(tmp_path)
         no_download.setup()
 
 
+def test_servers_that_never_answer_cost_at_most_the_timeout_and_every_mirror_is_named(tmp_path):
+    """A network that accepts connections and never answers: the whole attempt (both mirrors) is bounded by
+    download_timeout, and the line names each mirror's error."""
+    silent = socket.create_server(("127.0.0.1", 0))  # listens (the kernel accepts), never answers
+    port = silent.getsockname()[1]
+    mirrors = [f"http://127.0.0.1:{port}/a/", f"http://127.0.0.1:{port}/b/"]
+    dm = MNISTDataModule(data_dir=str(tmp_path / "d"), mirrors=mirrors, download_timeout=1.0)
+    start = time.monotonic()
+    with pytest.raises(ArgumentError) as info, silent:
+        dm.setup()
+    assert time.monotonic() - start < 3.0
+    message = str(info.value)
+    assert "waiting at most 1 s for the mirrors to answer" in message
+    assert f"{mirrors[0]}train-images-idx3-ubyte.gz: " in message and f"{mirrors[1]}train-images" in message
+    with pytest.raises(ArgumentError, match=r"Invalid download_timeout: 0"):
+        MNISTDataModule(download_timeout=0)
+
+
 def test_download_shows_progress_verifies_and_discards_a_corrupt_file(tmp_path, capsys):
     md5, _ = fake_mnist(tmp_path / "mirror")
     mirror = (tmp_path / "mirror").as_uri() + "/"  # file:// URLs go through the same urllib path as http
@@ -178,7 +222,7 @@ def test_download_shows_progress_verifies_and_discards_a_corrupt_file(tmp_path, 
     assert "t10k-images-idx3-ubyte.gz" in capsys.readouterr().err  # the progress bar names each file
     bad = dict(md5, **{"t10k-labels-idx1-ubyte.gz": "0" * 32})
     dm = MNISTDataModule(data_dir=str(tmp_path / "data2"), mirrors=[mirror], md5=bad)
-    with pytest.raises(ArgumentError, match=r"t10k-labels-idx1-ubyte\.gz .*download failed: .*has md5"):
+    with pytest.raises(ArgumentError, match=r"t10k-labels-idx1-ubyte\.gz .*download failed.*has md5"):
         dm.setup()
     assert not (tmp_path / "data2" / "t10k-labels-idx1-ubyte.gz").exists()
     assert not list((tmp_path / "data2").glob("*.part"))

@@ -88,18 +88,20 @@ def verify_md5(path: Path, md5: str) -> None:
     if actual != md5:
         raise ValueError(
             f"{path} has md5 {actual}, expected {md5}: the file is corrupt or not the expected one; "
-            "delete it (it is downloaded again) or replace it with the original"
+            "delete it (it is downloaded again) or replace it with the original; for a file of your own, "
+            f"give its checksum in md5 ({{{path.name}: {actual}}}) or store it uncompressed (no checksum needed)"
         )
 
 
-def download(url: str, dest: Path, md5: str) -> None:
-    """Download ``url`` to ``dest`` with a progress bar; keep it only if its md5 matches."""
+def download(url: str, dest: Path, md5: str, timeout: float = 10.0) -> None:
+    """Download ``url`` to ``dest`` with a progress bar; keep it only if its md5 matches. ``timeout``:
+    seconds the server may take to answer, and to send each next piece."""
     from tqdm.auto import tqdm
 
     # A per-process temporary name: DDP ranks that all start a download never write into one file.
     part = dest.with_name(f"{dest.name}.{os.getpid()}.part")
     try:
-        with urllib.request.urlopen(url, timeout=30) as response, open(part, "wb") as out:
+        with urllib.request.urlopen(url, timeout=timeout) as response, open(part, "wb") as out:
             total = int(response.headers.get("Content-Length") or 0) or None
             with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=dest.name) as bar:
                 for chunk in iter(lambda: response.read(1 << 16), b""):
@@ -117,13 +119,15 @@ def fetch_idx_files(
     mirrors: Sequence[str],
     allow_download: bool = True,
     dataset: str = "the dataset",
+    timeout: float = 20.0,
 ) -> dict[str, Path]:
     """Find each ``name.gz`` (md5-checked) or its uncompressed ``name`` in ``data_dir``; download what is missing.
 
     ``files`` maps the gzipped file names to their md5. An uncompressed file has no published
     checksum: it is accepted when its IDX header matches its size (``read_idx`` checks that).
     Offline, or with ``allow_download=False``, a missing file is a ``FileNotFoundError`` saying which
-    files to put where. A file that is not the expected one is a ``ValueError``.
+    files to put where. A file that is not the expected one is a ``ValueError``. ``timeout`` bounds the
+    wait for servers that do not answer, over all mirrors of a file (each gets an equal share).
     """
     data_dir = Path(data_dir)
     found: dict[str, Path] = {}
@@ -145,7 +149,7 @@ def fetch_idx_files(
                 url = mirror.rstrip("/") + "/" + name
                 log.info("downloading %s", url)
                 try:
-                    download(url, data_dir / name, files[name])
+                    download(url, data_dir / name, files[name], timeout=timeout / len(mirrors))
                     found[name] = data_dir / name
                     break
                 except (urllib.error.URLError, OSError, ValueError) as err:
@@ -154,7 +158,8 @@ def fetch_idx_files(
             if name not in found:
                 break  # no mirror has it (or we are offline): the rest would fail the same way, slowly
         missing = [name for name in files if name not in found]
-        reason = f"download failed: {errors[-1]}" if errors else reason
+        if errors:
+            reason = f"download failed, waiting at most {timeout:g} s for the mirrors to answer: {'; '.join(errors)}"
     if missing:
         where = data_dir.resolve()
         raise FileNotFoundError(

@@ -19,8 +19,9 @@ class MNISTDataModule(ImageDataModule):
         data_dir: folder holding the four IDX files (``*-ubyte.gz`` or uncompressed).
         download: fetch missing files from ``mirrors`` (progress bar, md5-verified).
         mirrors: base URLs tried in order (``null``: the standard ones).
-        md5: gzipped file name -> md5 (``null``: the published checksums).
+        md5: gzipped file name -> md5, for files of your own (the others keep the published checksums).
         val_fraction: share of the training images held out for validation.
+        download_timeout: seconds to wait, over all mirrors, for a server that does not answer.
         kwargs: ``normalize`` and the batching arguments of ``ImageDataModule``.
     """
 
@@ -44,18 +45,30 @@ class MNISTDataModule(ImageDataModule):
         mirrors: Sequence[str] | None = None,
         md5: Mapping[str, str] | None = None,
         val_fraction: float = 0.1,
+        download_timeout: float = 20.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(num_classes=10, **kwargs)
         check_val_fraction(val_fraction)  # fails here, before any file is read
+        unknown = sorted(set(md5 or {}) - set(self.MD5))
+        if unknown:
+            raise ArgumentError(
+                "md5", f"Invalid md5: {', '.join(unknown)} is not one of the files ({', '.join(self.MD5)})"
+            )
+        if not download_timeout > 0:
+            raise ArgumentError(
+                "download_timeout", f"Invalid download_timeout: {download_timeout} (must be > 0)"
+            )
         self.data_dir, self.download = data_dir, download
         self.mirrors = list(mirrors) if mirrors is not None else list(self.MIRRORS)
-        self.md5 = dict(md5) if md5 is not None else dict(self.MD5)
-        self.val_fraction = val_fraction
+        self.md5 = {**self.MD5, **(md5 or {})}
+        self.val_fraction, self.download_timeout = val_fraction, download_timeout
 
     def load_splits(self) -> dict[str, Split]:
         try:
-            paths = fetch_idx_files(self.data_dir, self.md5, self.mirrors, self.download, dataset=self.name)
+            paths = fetch_idx_files(
+                self.data_dir, self.md5, self.mirrors, self.download, self.name, self.download_timeout
+            )
             (x, y), test = self._read(paths, "train"), self._read(paths, "t10k")
         except (ValueError, OSError) as err:  # a file missing, unreadable or not the expected one
             raise ArgumentError("data_dir", str(err)) from err

@@ -79,6 +79,12 @@ class LastCheckpoint(Checkpoint):
 def load_checkpoint(path: str | os.PathLike, setting: str = "ckpt_path") -> dict[str, Any]:
     """``torch.load(path, weights_only=True)``, with one clear line for a missing or unreadable file."""
     path = Path(path)
+    if path.is_dir():
+        inside = next(
+            (p for p in (path / "checkpoints" / "last.ckpt", path / "last.ckpt") if p.is_file()), None
+        )
+        example = inside or path / "checkpoints" / "last.ckpt"
+        raise ConfigError(f"{setting}={path} is a directory: pass the .ckpt file, e.g. {setting}={example}")
     if not path.is_file():
         hint = "pass an existing .ckpt file, e.g. outputs/runs/<time>/checkpoints/last.ckpt"
         raise ConfigError(f"{setting}={path} does not exist: {hint}")
