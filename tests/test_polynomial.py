@@ -60,10 +60,17 @@ def test_standardisation_off_gives_raw_powers_and_a_condition_number_that_explod
 def test_raw_coefficients_invert_the_standardisation():
     for standardize in (True, False):
         dm = PolynomialDataModule(degree=5, coefficients=[1.0, -2.0, 0.0, 0.5], standardize=standardize)
-        truth = dm.true_params()  # the true cubic in the model's basis (degree 5: zero padded)
+        truth = dm.true_weights()  # the true cubic in the model's basis (degree 5: zero padded)
         expected = torch.tensor([1.0, -2.0, 0.0, 0.5, 0.0, 0.0], dtype=torch.float64)
         torch.testing.assert_close(dm.raw_coefficients(truth["w"], truth["b"]), expected, rtol=0, atol=1e-12)
-    assert PolynomialDataModule(degree=2).true_params() == {}  # under-fitting: no weights give the truth
+    assert PolynomialDataModule(degree=2).true_weights() == {}  # under-fitting: no weights give the truth
+
+
+def test_true_params_are_the_generating_polynomial_whatever_the_model_sees():
+    # what the run logs as "true parameters of the data": 1 - 2x + 0.5x^3, not the standardised basis
+    for degree, standardize in ((3, True), (1, True), (5, False)):
+        truth = PolynomialDataModule(degree=degree, standardize=standardize).true_params()
+        assert {k: v.item() for k, v in truth.items()} == {"c0": 1.0, "c1": -2.0, "c2": 0.0, "c3": 0.5}
 
 
 def test_noise_free_data_is_fitted_exactly_by_the_closed_form():
@@ -141,3 +148,14 @@ def test_gradient_descent_recovers_the_least_squares_polynomial(cfg_factory, tmp
     torch.testing.assert_close(
         torch.tensor(saved["mean"], dtype=torch.float64), dm.standardizer.mean, rtol=0, atol=0
     )
+
+
+def test_a_polynomial_run_logs_the_raw_polynomial_and_still_measures_dist_to_truth(cfg_factory, caplog):
+    caplog.set_level("INFO", logger="gdlab.train")
+    cfg = cfg_factory("data=polynomial", "data.n_samples=200", "trainer.max_epochs=1")
+    assert train(cfg)["status"] == "completed"
+    (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("true parameters")]
+    assert line == "true parameters of the data: {'c0': 1.0, 'c1': -2.0, 'c2': 0.0, 'c3': 0.5}"
+    from tests.conftest import scalars
+
+    assert scalars(cfg.paths.output_dir, "diag/dist_to_truth")  # the model-basis truth: true_weights()

@@ -103,11 +103,12 @@ def linear_view(trainer: L.Trainer, pl_module: L.LightningModule, n_check: int =
 
 
 def _true_theta(datamodule: object, d: int, k: int, bias: bool) -> Tensor | None:
-    """``[w*; b*]`` from ``datamodule.true_params()`` when it has one that fits the model's shapes."""
-    true_params = getattr(datamodule, "true_params", None)
-    if not callable(true_params):
+    """``[w*; b*]`` from ``datamodule.true_weights()`` (the truth in the model's basis) when it has one
+    that fits the model's shapes."""
+    true_weights = getattr(datamodule, "true_weights", None)
+    if not callable(true_weights):
         return None
-    truth = true_params()
+    truth = true_weights()
     w, b = truth.get("w"), truth.get("b")
     if w is None or w.numel() != d * k:
         return None

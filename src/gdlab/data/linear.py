@@ -81,3 +81,7 @@ class LinearDataModule(InMemoryDataModule):
         """The parameters the data was generated with (float64)."""
         self.setup()
         return {"w": self.true_w, "b": self.true_b}
+
+    def true_weights(self) -> dict[str, torch.Tensor]:
+        """The truth in the linear model's basis: the features are the data, so :meth:`true_params`."""
+        return self.true_params()

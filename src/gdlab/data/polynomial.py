@@ -136,10 +136,15 @@ class PolynomialDataModule(InMemoryDataModule):
         return torch.cat([b.reshape(1), w])
 
     def true_params(self) -> dict[str, torch.Tensor]:
+        """The polynomial the data was generated with, as a person writes it: ``{"c0": 1.0, "c1": -2.0,
+        ...}`` for ``1 - 2x + ...`` (constant term first), whatever ``degree`` and ``standardize`` are."""
+        return {f"c{k}": c for k, c in enumerate(self.coefficients)}
+
+    def true_weights(self) -> dict[str, torch.Tensor]:
         """The truth in the model's basis (``w`` on the features, ``b``), when ``degree`` can express it.
 
-        Empty when ``degree`` is below the true degree (under-fitting: no weights reproduce the truth);
-        the raw-basis truth is always ``self.coefficients``.
+        Empty when ``degree`` is below the true degree (under-fitting: no weights reproduce the truth).
+        The diagnostics measure ``diag/dist_to_truth`` against it; :meth:`true_params` is the raw truth.
         """
         self.setup()
         true_degree = len(self.coefficients) - 1
