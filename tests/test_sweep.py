@@ -9,7 +9,7 @@ import sys
 import pytest
 from omegaconf import OmegaConf
 
-from gdlab.runs.sweep import markdown_table, summarize, write_summary
+from gdlab.runs.sweep import markdown_table, summarize, summary_figure, summary_title, write_summary
 from tests.conftest import REPO_ROOT
 
 # (overrides, metrics.json record) of a 3 lr x 2 seed sweep where lr=1.0 diverged for one seed
@@ -80,6 +80,21 @@ def test_summary_files_csv_markdown_png(tmp_path):
     assert "diverged: loss is inf at step 3" in md  # the failed job and its error line
     png = (sweep / "summary.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+
+
+def test_the_plot_says_what_a_point_is_and_marks_incomplete_runs_inside_the_axes(tmp_path):
+    summary = summarize(make_sweep(tmp_path))
+    assert "mean ± std over 2 seeds" in summary_title(summary)
+    assert summary_title(summary).endswith("1 of 3 configurations did not complete (x)")
+    fig = summary_figure(summary)
+    for ax in fig.axes:
+        (mark,) = [line for line in ax.get_lines() if line.get_marker() == "x"]
+        assert list(mark.get_xdata()) == [1.0] and 0 < mark.get_ydata()[0] < 1  # axes fraction: visible
+        _, top = ax.get_ylim()
+        assert top < 100  # the line of completed configurations sets the scale
+    one_seed = [(o[:1], r) for o, r in JOBS if o[1] == "seed=0"]
+    title = summary_title(summarize(make_sweep(tmp_path / "one", one_seed)))
+    assert "one run per point" in title and "seeds" not in title and "did not complete" not in title
 
 
 def test_several_swept_keys_and_missing_metrics(tmp_path):

@@ -231,13 +231,50 @@ def _x_key(summary: Summary) -> str | None:
     return (numeric or summary.keys or [None])[0]
 
 
+def _seeds_note(summary: Summary) -> str:
+    """What a point of the plot is: one run, or a mean ± std over how many seeds."""
+    counts = sorted({int(r["n"]) for r in summary.rows})
+    if counts == [1]:
+        return "one run per point"
+    seeds = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+    return f"mean ± std over {seeds} seeds"
+
+
+def _completed(row: dict[str, Any]) -> bool:
+    return row["status"] == f"completed {row['n']}"
+
+
+def summary_title(summary: Summary) -> str:
+    """The plot's title: the sweep, what a point is (one run or a mean over seeds), what did not complete."""
+    title = f"{summary.sweep_dir.name}: final losses, {_seeds_note(summary)}"
+    incomplete = [r for r in summary.rows if not _completed(r)]
+    if incomplete:
+        title += f"; {len(incomplete)} of {len(summary.rows)} configurations did not complete (x)"
+    return title
+
+
 def plot_summary(summary: Summary, path: Path, metrics: Sequence[str] = LOSS_METRICS) -> Path | None:
-    """Final losses (mean ± std over seeds) against the swept parameter, one line per setting of the
-    other swept keys; log x for learning rates. Configurations without a finite value are marked x."""
+    """Draw :func:`summary_figure` into ``path`` (None when there is nothing to plot)."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display needed
     import matplotlib.pyplot as plt
+
+    fig = summary_figure(summary, metrics)
+    if fig is None:
+        return None
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def summary_figure(summary: Summary, metrics: Sequence[str] = LOSS_METRICS) -> Any:
+    """Final losses (mean ± std over seeds) against the swept parameter, one line per setting of the
+    other swept keys; log x for learning rates. The lines join configurations whose every seed completed;
+    one where a seed diverged or failed is an ``x`` inside the top of the axes (its values would set the
+    scale), labelled in the legend. A matplotlib Figure, or None when there is nothing to plot."""
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
     metrics = [m for m in metrics if m in summary.metrics]
     x_key = _x_key(summary)
@@ -255,6 +292,7 @@ def plot_summary(summary: Summary, path: Path, metrics: Sequence[str] = LOSS_MET
         return float(categories.index(row[x_key])) if categorical else float(_parse_value(row[x_key]))
 
     log_x = not categorical and is_lr(x_key) and all(x_of(r) > 0 for r in summary.rows)
+    incomplete = [r for r in summary.rows if not _completed(r)]
     fig, axes = plt.subplots(
         1, len(metrics), figsize=(4.2 * len(metrics), 3.6), squeeze=False, layout="constrained"
     )
@@ -265,7 +303,7 @@ def plot_summary(summary: Summary, path: Path, metrics: Sequence[str] = LOSS_MET
             series.setdefault(label, []).append(row)
         for label, rows in series.items():
             rows = sorted(rows, key=x_of)
-            ok = [r for r in rows if r[f"{metric} mean"] is not None]
+            ok = [r for r in rows if _completed(r) and r[f"{metric} mean"] is not None]
             line = ax.errorbar(
                 [x_of(r) for r in ok],
                 [r[f"{metric} mean"] for r in ok],
@@ -274,14 +312,16 @@ def plot_summary(summary: Summary, path: Path, metrics: Sequence[str] = LOSS_MET
                 capsize=3,
                 label=label,
             )
-            bad = [x_of(r) for r in rows if r["status"] != f"completed {r['n']}"]
-            bad = [x for x in bad if x > 0 or not log_x]
-            if bad:  # some seed diverged / failed: marked at the top edge of the axes
-                style = {"ms": 9, "color": line[0].get_color(), "clip_on": False}
-                ax.plot(bad, [1.0] * len(bad), "x", transform=ax.get_xaxis_transform(), **style)
-        values = [r[f"{metric} mean"] for r in summary.rows if r[f"{metric} mean"] is not None]
+            bad = [x_of(r) for r in rows if not _completed(r)]
+            if bad:  # inside the axes, just below the top edge: never clipped, never setting the scale
+                style = {"ms": 9, "mew": 2, "color": line[0].get_color()}
+                ax.plot(bad, [0.93] * len(bad), "x", transform=ax.get_xaxis_transform(), **style)
+        values = [
+            r[f"{metric} mean"] for r in summary.rows if _completed(r) and r[f"{metric} mean"] is not None
+        ]
         if values and min(values) > 0 and max(values) / min(values) > 20:
             ax.set_yscale("log")
+        ax.margins(y=0.15)  # room under the x marks
         if categorical:
             ax.set_xticks(range(len(categories)), categories)
         elif log_x:
@@ -289,12 +329,13 @@ def plot_summary(summary: Summary, path: Path, metrics: Sequence[str] = LOSS_MET
         ax.set_xlabel(x_key or "")
         ax.set_ylabel(f"final {metric}")
         ax.grid(True, which="both", alpha=0.3)
-    if len(series) > 1:
-        axes[0][0].legend(fontsize=7)
-    fig.suptitle(f"{summary.sweep_dir.name}: mean ± std over seeds, x = not completed", fontsize=9)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    handles, _ = axes[0][0].get_legend_handles_labels()
+    if incomplete:
+        handles.append(Line2D([], [], ls="", marker="x", ms=8, mew=2, color="0.3", label="did not complete"))
+    if len(series) > 1 or incomplete:
+        axes[0][0].legend(handles=handles, fontsize=7)
+    fig.suptitle(summary_title(summary), fontsize=9)
+    return fig
 
 
 def write_summary(sweep_dir: str | Path, metrics: Iterable[str] | None = None) -> Summary:
@@ -334,6 +375,11 @@ class SweepSummary(Callback):
         if not summary.jobs:
             return
         log.info("sweep summary: %s\n%s", sweep_dir / "summary.md", markdown_table(summary))
+        log.info(
+            "in TensorBoard: tensorboard --logdir %s, then http://localhost:6006/#custom_scalars (the losses) "
+            "and #hparams (one row per job)",
+            sweep_dir,
+        )
         failed = summary.failed_jobs
         if failed and self.fail_on_incomplete:
             counts: dict[str, int] = {}
