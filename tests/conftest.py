@@ -33,7 +33,7 @@ def scalars(run_dir: Path, tag: str) -> list[tuple[int, float]]:
     last written: the run's HParams entry writes its final metrics again at the last step), by step."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    events = EventAccumulator(str(Path(run_dir) / "tensorboard"), size_guidance={"scalars": 0})
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
     events.Reload()
     return sorted({e.step: e.value for e in events.Scalars(tag)}.items())
 

@@ -34,7 +34,7 @@ def test_mlp_with_mse_runs_end_to_end(tmp_path):
     assert (run_dir / ".hydra" / "overrides.yaml").is_file()
     ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert any(k.startswith("net.net.") for k in ckpt["state_dict"])
-    assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    assert list(run_dir.glob("events.out.tfevents.*"))  # in the run dir: TensorBoard names the run by it
     # A console a user reads: the overrides in one line, a line per epoch (no bar: not a terminal),
     # Lightning's lines once (not also by Lightning's own handler), no upsell, no deprecation noise.
     console = proc.stdout + proc.stderr

@@ -111,9 +111,9 @@ def test_tensorboard_server_shows_runs_scalars_and_hparams(failing_sweep):
             with contextlib.suppress(OSError):
                 runs = _get(f"{base}/runs")
             time.sleep(0.5)
-        # one run per job that trained (lr=-1 failed before: its record is the summary's), named by what
-        # differs (the sweep overrides), not only a timestamp
-        assert len(runs) == 4 and all(r.endswith("/tensorboard") for r in runs)
+        # one run per job that trained (lr=-1 failed before: its record is the summary's), named by its
+        # directory: what differs (the sweep overrides), not only a timestamp, and no "/tensorboard" tail
+        assert len(runs) == 4 and all(r.startswith("multirun/") and "tensorboard" not in r for r in runs)
         lrs = sorted(r.split("optimizer.lr-")[1].split("_")[0] for r in runs)
         assert lrs == ["0.01", "0.01", "0.1", "0.1"]
         assert all("_seed-" in r for r in runs)
@@ -125,18 +125,33 @@ def test_tensorboard_server_shows_runs_scalars_and_hparams(failing_sweep):
         wanted = {"data", "model", "loss", "optimizer", "optimizer.lr", "data.batch_size", "seed", "status"}
         assert wanted <= names
         assert not any(n.startswith("config") for n in names)  # not the wall of nested config
-        metric_tags = {m["name"]["tag"] for m in experiment["metricInfos"]}
-        assert {"val/loss", "test/loss", "train/loss"} <= metric_tags
+        metric_tags = [m["name"]["tag"] for m in experiment["metricInfos"]]
+        assert metric_tags[:3] == ["train/loss", "val/loss", "test/loss"]  # the first 5 are displayed
+        # the columns the dashboard opens on (its first five): the swept keys and the status first
+        first = [h["name"] for h in experiment["hparamInfos"] if h.get("differs")]
+        assert {"optimizer.lr", "seed", "status"} <= set(first)
+        # the Custom Scalars dashboard opens on the losses: train and val on one chart
+        layout = _get(f"{base}/plugin/custom_scalars/layout")
+        losses = layout["category"][0]
+        assert losses["title"] == "losses"
+        assert losses["chart"][0]["multiline"]["tag"] == ["^train/loss$", "^val/loss$"]
         request = {"experimentName": "", "startIndex": 0, "sliceSize": 100, "colParams": []}
         request["allowedStatuses"] = ["STATUS_SUCCESS", "STATUS_UNKNOWN"]
         groups = _get(f"{base}/plugin/hparams/session_groups", request)["sessionGroups"]
         assert len(groups) == 4
+        # trial IDs a person tells apart: the job's directory name first, then the sweep's time
+        assert len({g["name"] for g in groups}) == 4
         for group in groups:
             (session,) = group["sessions"]
-            record = json.loads((root / session["name"]).parent.joinpath("metrics.json").read_text())
+            job = root / session["name"]
+            assert group["name"] == f"{job.name} @ {job.parent.name}"
+            record = json.loads((job / "metrics.json").read_text())
             lr = float(session["name"].split("optimizer.lr-")[1].split("_")[0])
             hparams = group["hparams"]
             assert hparams["optimizer.lr"] == pytest.approx(lr)
+            # whole numbers as the user typed them, not 0.0000; full batch or not, one text column
+            assert hparams["seed"] in ("0", "1") and hparams["trainer.max_epochs"] == "2"
+            assert hparams["data.batch_size"] == "64"
             assert hparams["model"] == "linear" and hparams["status"] == record["status"] == "completed"
             values = {m["name"]["tag"]: m["value"] for m in group["metricValues"]}
             assert values["val/loss"] == pytest.approx(record["val/loss"], rel=1e-6)

@@ -45,7 +45,7 @@ class Quadratic(InMemoryDataModule):
 
 
 def _images(run_dir):
-    events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"images": 0})
+    events = EventAccumulator(str(run_dir), size_guidance={"images": 0})
     events.Reload()
     return {tag: [e.step for e in events.Images(tag)] for tag in events.Tags()["images"]}
 

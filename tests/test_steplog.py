@@ -155,7 +155,7 @@ def test_one_event_file_per_run_with_fit_test_and_hparams(cfg_factory, tmp_path)
     from tensorboard.plugins.hparams import metadata
 
     train(cfg_factory("trainer.max_epochs=2", "data.n_samples=300", "trainer=cpu"))
-    (events,) = (tmp_path / "tensorboard").glob("events.out.tfevents.*")
+    (events,) = tmp_path.glob("events.out.tfevents.*")
     accumulator = EventAccumulator(str(events), size_guidance={"tensors": 0})
     accumulator.Reload()
     assert {"train/loss", "diag/grad_norm", "val/loss", "test/loss"} <= set(accumulator.Tags()["scalars"])

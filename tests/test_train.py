@@ -65,7 +65,7 @@ def test_run_directory_holds_metrics_checkpoint_config_and_events(default_run):
     ckpt = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["hyper_parameters"]["config"]["optimizer"]["lr"] == 0.05
     assert ckpt["global_step"] == record["step"] > 0
-    assert len(list((out / "tensorboard").glob("events.out.tfevents.*"))) == 1  # fit, test and HParams
+    assert len(list(out.rglob("events.out.tfevents.*"))) == 1  # fit, test and HParams, in the run dir
     assert all(
         scalars(out, tag) for tag in ("train/loss", "val/loss", "val/r2", "test/loss", "diag/grad_norm")
     )

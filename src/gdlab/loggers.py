@@ -5,31 +5,96 @@ the next write opens another file: a run that tests its final weights and adds i
 leave three. This logger only flushes at those points; :func:`gdlab.train.train` closes it once the
 run's record is complete. ``max_queue`` (events waiting for the writer thread) is larger than
 ``SummaryWriter``'s 10, so a block of per-step values never waits for the disk.
+
+It also writes, once per event file, the Custom Scalars dashboard's ``layout`` (from the logger's
+config: the losses first, train and val on one chart), and the run's HParams entry
+(:meth:`TensorBoardLogger.log_hparams_entry`). Lightning's ``hparams.yaml`` is not written: the run
+directory's ``config.yaml`` holds the same config.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from lightning.pytorch.loggers import TensorBoardLogger as LightningTensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 from gdlab.integrations.tensorboard import use_fast_checksums
+from gdlab.runs import hparams_events
+
+# category -> chart title -> tag regexes drawn on that chart
+Layout = Mapping[str, Mapping[str, Sequence[str]]]
 
 
 class TensorBoardLogger(LightningTensorBoardLogger):
-    """Lightning's ``TensorBoardLogger`` (same arguments), writing one event file per run."""
+    """Lightning's ``TensorBoardLogger`` (same arguments), writing one event file per run.
 
-    def __init__(self, *args: Any, max_queue: int = 1000, **kwargs: Any) -> None:
+    Args:
+        layout: the Custom Scalars dashboard, ``{category: {chart title: [tag regex, ...]}}``; every
+            tag a regex matches is a line of that chart (categories and charts in this order).
+        max_queue: events waiting for the writer thread.
+    """
+
+    def __init__(
+        self, *args: Any, layout: Layout | None = None, max_queue: int = 1000, **kwargs: Any
+    ) -> None:
         super().__init__(*args, max_queue=max_queue, **kwargs)
+        self.layout = {
+            str(category): {str(title): [str(tag) for tag in tags] for title, tags in charts.items()}
+            for category, charts in (layout or {}).items()
+        }
+        self._layout_written = False
         use_fast_checksums()
+
+    def _write_layout(self) -> None:
+        """The Custom Scalars layout, once, before the run's first values."""
+        if self.layout and not self._layout_written:
+            self._layout_written = True
+            self.experiment.add_custom_scalars(
+                {
+                    category: {title: ["Multiline", tags] for title, tags in charts.items()}
+                    for category, charts in self.layout.items()
+                }
+            )
+
+    @rank_zero_only
+    def log_hyperparams(self, params: Any, metrics: Any = None, step: int | None = None) -> None:
+        self._write_layout()
+        super().log_hyperparams(params, metrics=metrics, step=step)
+
+    @rank_zero_only
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        self._write_layout()
+        super().log_metrics(metrics, step=step)
+
+    @rank_zero_only
+    def log_hparams_entry(
+        self,
+        params: Mapping[str, str | float | int | bool],
+        metrics: Mapping[str, float],
+        step: int,
+        trial_id: str,
+        status: str | None,
+        shown: Collection[str] = (),
+    ) -> None:
+        """The run's row in the HParams dashboard: ``params`` (``shown`` ones displayed first), the final
+        ``metrics`` (also written as scalars at ``step``), named ``trial_id``, ended with ``status``."""
+        if metrics:
+            self.log_metrics(dict(metrics), step)
+        writer = self.experiment.file_writer
+        for summary in hparams_events.entry(params, list(metrics), trial_id, status, shown):
+            writer.add_summary(summary, step)
+
+    @rank_zero_only
+    def save(self) -> None:
+        """Flush the events (Lightning's would also write ``hparams.yaml``, which config.yaml holds)."""
+        self.experiment.flush()
 
     @rank_zero_only
     def finalize(self, status: str) -> None:
-        """The end of a fit or test: flush the events and save hparams.yaml, but keep the file open."""
+        """The end of a fit or test: flush the events, but keep the file open."""
         self.experiment.flush()
-        if status == "success":
-            self.save()
 
     @rank_zero_only
     def close(self) -> None:

@@ -1,27 +1,41 @@
 """TensorBoard's HParams tab for gdlab runs: the config values that matter, next to the final metrics.
 
 Lightning logs the module's saved hyperparameters at fit start; with ``default_hp_metric: false`` that
-writes only ``hparams.yaml`` (the whole nested config), no HParams entry. At the end of the run
-:func:`log_hparams` writes the one entry the tab shows, through Lightning's ``log_hyperparams``: a
-flat, short set of keys (the chosen data, model, loss and optimizer, lr, batch size, seed, epochs,
-status, and every override of the run) and the final ``train/``, ``val/`` and ``test/`` metrics.
+writes no HParams entry. At the end of the run :func:`log_hparams` writes the one entry the tab shows
+(gdlab's logger: :meth:`gdlab.loggers.TensorBoardLogger.log_hparams_entry`): a flat, short set of keys
+(the chosen data, model, loss and optimizer, lr, batch size, seed, epochs, status, and every override
+of the run), the final ``train/``, ``val/`` and ``test/`` metrics (losses first), and a trial ID that
+starts with what tells the run apart (:func:`trial_id`).
+
+The dashboard prints every number with five digits (a seed of 0 as ``0.0000``), so whole numbers are
+text (``"0"``, ``"20"``): a column of values to tick, as seeds and epoch counts are. Learning rates
+stay numbers (a range to filter, a log axis in the plots), also when typed as ``optimizer.lr=1``.
+``data.batch_size`` is text too, ``"full"`` for ``null`` (full-batch gradient descent), so the column
+keeps one type whichever runs are shown.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
 from gdlab.runs.rundir import run_overrides
+from gdlab.runs.sweep import LOSS_METRICS, is_lr
 
 # Config groups whose chosen option names the run (e.g. data=linear, model=mlp).
 GROUPS = ("data", "model", "loss", "optimizer", "trainer")
 # Single values worth a column in every run.
 KEYS = ("optimizer.lr", "data.batch_size", "seed", "trainer.max_epochs", "data.seed")
 PLACE_KEYS = ("paths.", "ckpt_path", "resume", "verbose", "print_config", "hydra.")
+# Shown first in the dashboard (with the run's overrides): what a gradient descent run is about.
+SHOWN = ("optimizer.lr", "status")
+# The time that starts run and sweep directory names (conf/hydra/default.yaml).
+TIME = re.compile(r"^(\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d(?:-\d+)?)(?:_(.*))?$")
 
 
 def _choices() -> dict[str, str]:
@@ -32,13 +46,22 @@ def _choices() -> dict[str, str]:
     return {k: str(v) for k, v in HydraConfig.get().runtime.choices.items() if v is not None}
 
 
-def _scalar(value: Any) -> str | float | int | bool:
-    """A value the HParams tab can show: numbers and bools as they are, anything else as text."""
-    if isinstance(value, (bool, int, float, str)):
+def _scalar(key: str, value: Any) -> str | float | bool:
+    """A value as the HParams tab shows it well: floats and bools as they are, learning rates as floats,
+    other whole numbers and anything else as text (a ``null`` batch size as ``"full"``)."""
+    if isinstance(value, bool):
         return value
+    if isinstance(value, (int, float)) and is_lr(key):
+        return float(value)
+    if isinstance(value, float):
+        return value
+    if isinstance(value, int):
+        return str(value)
     if OmegaConf.is_config(value):
         value = OmegaConf.to_container(value, resolve=True)
-    return "null" if value is None else str(value).replace(" ", "")
+    if value is None:
+        return "full" if key.split(".")[-1] == "batch_size" else "null"
+    return str(value).replace(" ", "")
 
 
 def hparams_for(cfg: DictConfig, status: str | None = None) -> dict[str, str | float | int | bool]:
@@ -60,11 +83,41 @@ def hparams_for(cfg: DictConfig, status: str | None = None) -> dict[str, str | f
         key = key.lstrip("+~")
         if key.startswith(PLACE_KEYS) or key in GROUPS or "/" in key:
             continue
-        value = OmegaConf.select(cfg, key, default=None)
-        params[key] = value if value is not None else override.partition("=")[2]
+        missing = object()  # a key the config lacks (e.g. ~removed): the override's text
+        value = OmegaConf.select(cfg, key, default=missing)
+        params[key] = override.partition("=")[2] if value is missing else value
     if status is not None:
         params["status"] = status
-    return {k: _scalar(v) for k, v in params.items()}
+    return {k: _scalar(k, v) for k, v in params.items()}
+
+
+def trial_id(cfg: DictConfig) -> str:
+    """The HParams row's name: what tells the run apart first, then its time (unique per run).
+
+    ``runs/<time>_model-mlp`` -> ``model-mlp @ <time>`` (``defaults @ <time>`` without overrides);
+    ``multirun/<time>/3_optimizer.lr-0.1`` -> ``3_optimizer.lr-0.1 @ <time>``; any other run directory
+    -> its name.
+    """
+    run_dir = Path(str(OmegaConf.select(cfg, "paths.output_dir", default=".")))
+    own, sweep = TIME.match(run_dir.name), TIME.match(run_dir.parent.name)
+    if own:
+        return f"{own.group(2) or 'defaults'} @ {own.group(1)}"
+    if sweep and not sweep.group(2):
+        return f"{run_dir.name} @ {sweep.group(1)}"
+    return run_dir.resolve().name
+
+
+def shown_keys(params: Mapping[str, Any]) -> list[str]:
+    """The columns the dashboard opens on: the run's overrides, the learning rate and the status."""
+    overrides = [o.partition("=")[0].lstrip("+~") for o in run_overrides()]
+    return [k for k in params if k in SHOWN or k in overrides]
+
+
+def metric_order(metrics: Mapping[str, Any]) -> list[str]:
+    """train/val/test losses first (the dashboard displays the first five metrics), then the rest."""
+    splits = {"train": 0, "val": 1, "test": 2}
+    rest = sorted((m for m in metrics if m not in LOSS_METRICS), key=lambda m: (splits[m.split("/")[0]], m))
+    return [m for m in LOSS_METRICS if m in metrics] + rest
 
 
 def log_hparams(loggers: Sequence[Logger], cfg: DictConfig, record: Mapping[str, Any], step: int) -> None:
@@ -75,16 +128,23 @@ def log_hparams(loggers: Sequence[Logger], cfg: DictConfig, record: Mapping[str,
     """
     from lightning.pytorch.loggers import TensorBoardLogger
 
+    from gdlab.loggers import TensorBoardLogger as GDLabTensorBoardLogger
+
     params = hparams_for(cfg, status=record.get("status"))
-    metrics = {
+    finite = {
         k: v
         for k, v in record.items()
         if k.split("/")[0] in ("train", "val", "test")
         and isinstance(v, (int, float))
         and not isinstance(v, bool)
     }
+    metrics = {k: finite[k] for k in metric_order(finite)}
     for logger in loggers:
-        if isinstance(logger, TensorBoardLogger):
+        if isinstance(logger, GDLabTensorBoardLogger):
+            logger.log_hparams_entry(
+                params, metrics, step, trial_id(cfg), record.get("status"), shown_keys(params)
+            )
+        elif isinstance(logger, TensorBoardLogger):
             logger.log_hyperparams(params, metrics=metrics, step=step)
         else:
             logger.log_hyperparams(params)
