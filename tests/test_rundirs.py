@@ -128,3 +128,30 @@ def test_resume_in_a_sweep_is_a_failed_job_and_the_exit_status_says_so(
     assert _record(job) == {"status": "failed", "error": _record(job)["error"]}
     assert "drop -m/--multirun" in _record(job)["error"] and (sweep / "summary.md").is_file()
     assert _record(named_run)["epoch"] == 1  # the run named stays as it was
+
+
+def test_resume_last_of_a_diverged_run_says_so_keeps_its_record_and_uses_the_new_lr(
+    monkeypatch, capsys, tmp_path
+):
+    """Resuming never erases how an earlier attempt ended, and a setting given again wins over the one
+    the checkpoint's optimizer state holds (torch's load_state_dict would bring the old lr back)."""
+    common = (
+        "data.batch_size=null",
+        "logger=none",
+        "callbacks.pictures=null",
+        "trainer=cpu",
+        f"paths.root={tmp_path}",
+    )
+    assert _run(monkeypatch, *common, "optimizer.lr=1.9", "trainer.max_epochs=300") == 0
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    first = _record(run_dir)
+    assert first["status"] == "diverged"
+    capsys.readouterr()
+
+    assert _run(monkeypatch, *common, "resume=last", "optimizer.lr=0.5", "trainer.max_epochs=40") == 0
+    printed = capsys.readouterr().out
+    assert f"continuing {run_dir} (it ended: diverged at step {first['step']}: train/loss = " in printed
+    assert "optimizer lr: 1.9 in the checkpoint, 0.5 from the config (used)" in printed
+    record = _record(run_dir)
+    assert record["status"] == "completed" and record["diag/lr"] == 0.5 and record["step"] == 40
+    assert record["attempts"] == [first]  # the divergence at its step, with its error, kept as it was

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -12,6 +13,8 @@ from torch import Tensor, nn
 from gdlab.integrations.torch_module import FastPlainAttributes
 from gdlab.metrics import build_metrics
 from gdlab.steplog import StepLog
+
+log = logging.getLogger(__name__)
 
 
 class GDModule(FastPlainAttributes, L.LightningModule):
@@ -131,3 +134,22 @@ class GDModule(FastPlainAttributes, L.LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return self.optimizer_factory(self.parameters())
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """The configured optimizer settings win over the checkpoint's: torch's ``load_state_dict`` would
+        bring back each group's ``lr`` (and the rest) with the optimizer's state, so ``resume=<run>
+        optimizer.lr=0.5`` would silently go on at the old rate while ``config.yaml`` says 0.5."""
+        states = checkpoint.get("optimizer_states") or []
+        if len(states) != 1:
+            return
+        configured = self.optimizer_factory(self.parameters()).param_groups
+        for group, saved in zip(configured, states[0].get("param_groups", []), strict=False):
+            for name, value in group.items():
+                if name != "params" and name in saved and saved[name] != value:
+                    log.info(
+                        "optimizer %s: %s in the checkpoint, %s from the config (used)",
+                        name,
+                        saved[name],
+                        value,
+                    )
+                    saved[name] = value

@@ -23,7 +23,14 @@ from gdlab.module import GDModule
 from gdlab.runs.checkpoint import LastCheckpoint, check_fits, load_checkpoint, resolve_ckpt_path
 from gdlab.runs.hparams import log_hparams
 from gdlab.runs.processes import in_multirun, launches_processes, run_in_child
-from gdlab.runs.record import to_number, write_metrics
+from gdlab.runs.record import (
+    METRICS_FILE,
+    describe_status,
+    earlier_attempts,
+    read_metrics,
+    to_number,
+    write_metrics,
+)
 from gdlab.runs.resume import resumed_config, resuming
 from gdlab.runs.rundir import check_run_dir, run_overrides, save_config
 
@@ -40,6 +47,10 @@ def task(cfg: DictConfig) -> float | None:
         if in_multirun():
             raise ConfigError("resume continues one run: drop -m/--multirun (or resume each job on its own)")
         cfg = resumed_config(cfg)
+        before = read_metrics(cfg.resume) if (Path(cfg.resume) / METRICS_FILE).is_file() else {}
+        log.info(
+            "continuing %s (it ended: %s)", cfg.resume, describe_status(before) if before else "no record"
+        )
     record = run_in_child(cfg) if launches_processes(cfg) else train(cfg)
     if record.get("status") != "completed":
         return None
@@ -99,7 +110,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     check_run_dir(output_dir, resuming=bool(cfg.get("resume")))
     log.info("run directory: %s", output_dir.resolve())
     print_config(cfg, run_overrides(), saved_to=save_config(cfg, output_dir).name)
-    write_metrics(output_dir, {}, status="running")
+    # A resumed run keeps how each earlier attempt ended; every record written below carries them.
+    attempts = {"attempts": earlier_attempts(output_dir)} if cfg.get("resume") else {}
+    write_metrics(output_dir, {}, status="running", **attempts)
     metrics: dict[str, Any] = {}
     trainer = None
     try:
@@ -124,14 +137,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     except (KeyboardInterrupt, SystemExit) as stop:
         _save_interrupted(trainer)
         where = {"epoch": trainer.current_epoch, "step": trainer.global_step} if trainer is not None else {}
-        write_metrics(output_dir, metrics, status="interrupted", **where)
+        write_metrics(output_dir, metrics, status="interrupted", **where, **attempts)
         if isinstance(stop, SystemExit) and trainer is not None and trainer.interrupted:
             # Lightning turns Ctrl+C inside fit() into its own shutdown followed by sys.exit(1): a Ctrl+C
             # again, so that it ends the command as one anywhere else does (one line, exit status 130).
             raise KeyboardInterrupt from None
         raise
     except Exception as err:
-        write_metrics(output_dir, metrics, status="failed", error=describe(err))
+        write_metrics(output_dir, metrics, status="failed", error=describe(err), **attempts)
         if trainer is not None:
             try:
                 log_hparams(trainer.loggers, cfg, {**metrics, "status": "failed"}, step=trainer.global_step)
@@ -142,6 +155,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         for logger in trainer.loggers if trainer is not None else []:
             if isinstance(logger, TensorBoardLogger):
                 logger.close()  # the run's one event file is complete
-    path = write_metrics(output_dir, metrics, status=record["status"])
+    path = write_metrics(output_dir, metrics, status=record["status"], **attempts)
     log.info("final metrics written to %s (status: %s)", path, record["status"])
     return record

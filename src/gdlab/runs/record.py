@@ -56,3 +56,25 @@ def write_metrics(
 
 def read_metrics(output_dir: str | os.PathLike) -> dict[str, Any]:
     return json.loads((Path(output_dir) / METRICS_FILE).read_text())
+
+
+def earlier_attempts(output_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """How each earlier attempt of a run ended (their metrics.json records, oldest first), for a resumed
+    run to keep under ``"attempts"``: resuming never erases that a run diverged or failed."""
+    if not (Path(output_dir) / METRICS_FILE).is_file():
+        return []
+    record = read_metrics(output_dir)
+    return [*record.pop("attempts", []), record]
+
+
+def describe_status(record: dict[str, Any]) -> str:
+    """``completed``, ``diverged at step 17: <error>``, ``failed: <error>``: a record's outcome in words."""
+    status = str(record.get("status", "unknown"))
+    if status == "running":
+        return "killed while running (its record was never finished)"
+    if "step" in record and status != "completed":
+        status += f" at step {record['step']}"
+    error = str(record.get("error") or "")
+    if error.startswith(status):
+        return error  # "diverged at step 17: ..." says it already
+    return f"{status}: {error}" if error else status
