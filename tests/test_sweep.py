@@ -144,3 +144,27 @@ def test_script_rebuilds_the_summary_and_reports_failures(tmp_path):
         timeout=120,
     )
     assert missing.returncode == 2 and "is not a directory" in missing.stderr
+
+
+def test_debug_runs_are_marked_and_never_taken_for_results(tmp_path):
+    """A `-m ... debug=fdr` job (one batch of each split) completes, but its numbers are no result."""
+    jobs = [
+        (["optimizer.lr=0.1"], {"status": "completed", "val/loss": 5.0, "debug": "fast_dev_run"}),
+        (["optimizer.lr=0.2"], {"status": "completed", "val/loss": 7.0, "debug": "fast_dev_run"}),
+    ]
+    summary = summarize(make_sweep(tmp_path, jobs))
+    assert [r["status"] for r in summary.rows] == ["debug 1", "debug 1"]
+    assert all(r["val/loss mean"] is None for r in summary.rows)
+    assert summary.failed_jobs == []  # a smoke test of a sweep still exits 0
+    assert "2 debug runs (fast_dev_run): not results" in summary_title(summary)
+    assert "did not complete" not in summary_title(summary)
+
+
+def test_a_fast_dev_run_is_recorded_as_debug(tmp_path):
+    from gdlab.train import train
+    from tests.conftest import make_cfg
+
+    record = train(make_cfg(tmp_path, "debug=fdr", "logger=none", "trainer=cpu"))
+    on_disk = json.loads((tmp_path / "metrics.json").read_text())
+    assert record["status"] == on_disk["status"] == "completed" and on_disk["debug"] == "fast_dev_run"
+    assert not (tmp_path / "checkpoints" / "last.ckpt").exists()  # so resume=last never picks it

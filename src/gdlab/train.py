@@ -129,6 +129,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             trainer.test(module, datamodule=datamodule, verbose=True)
             metrics.update(_metrics(trainer, module))
         metrics.update(epoch=trainer.current_epoch, step=trainer.global_step)
+        if trainer.fast_dev_run:
+            # one batch of each split checks the path; its numbers are no result (summaries and
+            # resume=last leave such runs out)
+            metrics["debug"] = "fast_dev_run"
         metrics.update({k: v for k, v in status.items() if k != "status"})
         record = {**metrics, "status": status["status"]}
         log_hparams(
@@ -156,5 +160,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             if isinstance(logger, TensorBoardLogger):
                 logger.close()  # the run's one event file is complete
     path = write_metrics(output_dir, metrics, status=record["status"], **attempts)
-    log.info("final metrics written to %s (status: %s)", path, record["status"])
+    debug = " (fast_dev_run: a check of the path, not a result)" if metrics.get("debug") else ""
+    log.info("final metrics written to %s (status: %s)%s", path, record["status"], debug)
     return record

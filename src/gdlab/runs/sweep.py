@@ -62,7 +62,9 @@ class Job:
 
     @property
     def status(self) -> str:
-        return str(self.record.get("status", "missing"))
+        """How the job ended; ``debug`` for a completed ``debug=fdr`` job (one batch: no result)."""
+        status = str(self.record.get("status", "missing"))
+        return "debug" if status == "completed" and self.record.get("debug") else status
 
 
 def load_jobs(sweep_dir: str | Path) -> list[Job]:
@@ -123,7 +125,7 @@ class Summary:
 
     @property
     def failed_jobs(self) -> list[Job]:
-        return [j for j in self.jobs if j.status != "completed"]
+        return [j for j in self.jobs if j.status not in ("completed", "debug")]
 
 
 def summarize(sweep_dir: str | Path, metrics: Iterable[str] | None = None) -> Summary:
@@ -162,7 +164,8 @@ def summarize(sweep_dir: str | Path, metrics: Iterable[str] | None = None) -> Su
         row["n"] = len(members)
         row["status"] = ", ".join(f"{s} {c}" for s, c in sorted(counts.items()))
         for metric in metrics:
-            finite = [v for v in (_finite(j.record.get(metric)) for j in members) if v is not None]
+            results = [j for j in members if j.status != "debug"]
+            finite = [v for v in (_finite(j.record.get(metric)) for j in results) if v is not None]
             row[f"{metric} mean"], row[f"{metric} std"] = _mean_std(finite)
         rows.append(row)
     return Summary(sweep_dir, keys, fixed, metrics, rows, jobs)
@@ -244,12 +247,20 @@ def _completed(row: dict[str, Any]) -> bool:
     return row["status"] == f"completed {row['n']}"
 
 
+def _debug(row: dict[str, Any]) -> bool:
+    """Only debug=fdr jobs: nothing to draw, nothing that failed."""
+    return row["status"] == f"debug {row['n']}"
+
+
 def summary_title(summary: Summary) -> str:
     """The plot's title: the sweep, what a point is (one run or a mean over seeds), what did not complete."""
     title = f"{summary.sweep_dir.name}: final losses, {_seeds_note(summary)}"
-    incomplete = [r for r in summary.rows if not _completed(r)]
+    incomplete = [r for r in summary.rows if not _completed(r) and not _debug(r)]
     if incomplete:
         title += f"; {len(incomplete)} of {len(summary.rows)} configurations did not complete (x)"
+    debug = [r for r in summary.rows if _debug(r)]
+    if debug:
+        title += f"; {len(debug)} debug runs (fast_dev_run): not results, not drawn"
     return title
 
 
@@ -292,7 +303,7 @@ def summary_figure(summary: Summary, metrics: Sequence[str] = LOSS_METRICS) -> A
         return float(categories.index(row[x_key])) if categorical else float(_parse_value(row[x_key]))
 
     log_x = not categorical and is_lr(x_key) and all(x_of(r) > 0 for r in summary.rows)
-    incomplete = [r for r in summary.rows if not _completed(r)]
+    incomplete = [r for r in summary.rows if not _completed(r) and not _debug(r)]
     fig, axes = plt.subplots(
         1, len(metrics), figsize=(4.2 * len(metrics), 3.6), squeeze=False, layout="constrained"
     )
@@ -312,7 +323,7 @@ def summary_figure(summary: Summary, metrics: Sequence[str] = LOSS_METRICS) -> A
                 capsize=3,
                 label=label,
             )
-            bad = [x_of(r) for r in rows if not _completed(r)]
+            bad = [x_of(r) for r in rows if not _completed(r) and not _debug(r)]
             if bad:  # inside the axes, just below the top edge: never clipped, never setting the scale
                 style = {"ms": 9, "mew": 2, "color": line[0].get_color()}
                 ax.plot(bad, [0.93] * len(bad), "x", transform=ax.get_xaxis_transform(), **style)
