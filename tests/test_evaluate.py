@@ -143,7 +143,9 @@ def test_eval_command_line_takes_paths_of_run_directories_named_after_overrides(
         ckpt = typed.format(ckpt=named / "checkpoints" / "last.ckpt")
         root = tmp_path / name.split("/")[0]
         # trainer=cpu: the run was trained on the CPU and its test/loss is compared bit for bit
-        monkeypatch.setattr(sys, "argv", ["eval.py", f"ckpt_path={ckpt}", f"paths.root={root}", "trainer=cpu"])
+        monkeypatch.setattr(
+            sys, "argv", ["eval.py", f"ckpt_path={ckpt}", f"paths.root={root}", "trainer=cpu"]
+        )
         eval_main()
         (out,) = (root / "eval").iterdir()
         result = json.loads((out / "metrics.json").read_text())
