@@ -135,6 +135,38 @@ CASES = [
         ["trainer.max_epochs=-1"],
         r"trainer\.max_epochs=-1 with trainer\.max_steps=-1 trains forever: .*or -1 with trainer\.max_steps > 0",
     ),
+    # types come from the component's own signature (LinearDataModule's n_samples: int, Trainer's accelerator)
+    (
+        "arg-type",
+        ["data.n_samples=abc"],
+        r"data\.n_samples=abc must be an integer: pass e\.g\. data\.n_samples=2000",
+    ),
+    (
+        "arg-type-union",
+        ["trainer.accelerator=1e15"],
+        r"trainer\.accelerator=1e\+?15|1000000000000000\.0 must be text",
+    ),
+    ("seed-null", ["seed=null"], r"seed=null must be an integer: pass e\.g\. seed=0"),
+    (
+        "shuffle-seed",
+        ["data.shuffle_seed=1000000000000000"],
+        r"data\.shuffle_seed=1000000000000000: Invalid shuffle_seed",
+    ),
+    (
+        "val-every-0",
+        ["trainer.check_val_every_n_epoch=0"],
+        r"trainer\.check_val_every_n_epoch=0 must be >= 1",
+    ),
+    (
+        "not-a-callback",
+        ["callbacks.pictures=5"],
+        r"callbacks\.pictures=5 is not a component: give it a _target_",
+    ),
+    (  # raised by Lightning inside fit; its message quotes the value, so the line names the setting
+        "monitor-in-fit",
+        ["callbacks.model_checkpoint.monitor=abc"],
+        r"callbacks\.model_checkpoint\.monitor=abc: `ModelCheckpoint\(monitor='abc'\)` could not find",
+    ),
     ("seed-range", ["seed=-1"], r"seed=-1 must be from 0 to 4294967295 .*pass e\.g\. seed=0"),
     (
         "devices-zero",
@@ -144,7 +176,7 @@ CASES = [
     (
         "precision",
         ["trainer.precision=bogus"],
-        r"trainer\.precision=bogus: Precision 'bogus' is invalid\. Allowed",
+        r"trainer\.precision=bogus must be one of 64, 32, 16, .*16-mixed, .*64-true, bf16 or null",
     ),
     ("mlp-no-layers", ["model=mlp", "model.hidden_sizes=[]"], r"model\.hidden_sizes=\[\]: .*model=linear"),
     ("data-nan", ["data.noise_std=nan"], r"data\.noise_std=nan is not a finite number"),

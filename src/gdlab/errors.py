@@ -60,7 +60,7 @@ def _setting_line(key: str, node: Mapping[str, Any] | None, cause: BaseException
     message = first_line(cause)
     argument = getattr(cause, "argument", None)
     if argument is None and node is not None:
-        argument = _quoted_argument(node, message)
+        argument = quoted_argument(node, message)
     if argument is not None:
         if node is not None and argument in node:
             return f"{key}.{argument}={show(_get(node, argument))}: {message}"
@@ -78,15 +78,20 @@ def _setting_line(key: str, node: Mapping[str, Any] | None, cause: BaseException
     return f"{key}: {type(cause).__name__}: {message}"
 
 
-def _quoted_argument(node: Mapping[str, Any], message: str) -> str | None:
+def quoted_argument(node: Mapping[str, Any], message: str) -> str | None:
     """The one argument of ``node`` whose value a library's message quotes (``Precision 'bogus' is invalid``,
     ``Trainer(devices=0)``), so that the line can name the setting although the library did not."""
     found = []
     for name in node:
         value = node.get(name)
-        if isinstance(value, bool) or not isinstance(value, (str, int)) or value == "":
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (str, int))
+            or (value == "" and "=''" not in message)
+        ):
             continue
-        if f"{name}={value}" in message or (isinstance(value, str) and f"'{value}'" in message):
+        quoted = isinstance(value, str) and (f"'{value}'" in message or f"{name}={value!r}" in message)
+        if (value != "" and f"{name}={value}" in message) or quoted:
             found.append(str(name))
     return found[0] if len(found) == 1 else None
 
@@ -102,6 +107,8 @@ def show(value: Any) -> str:
     """A config value as a user types it on the command line: ``0.1``, ``null``, ``[16, 32]``, ``mlp``."""
     if value is None:
         return "null"
+    if value == "":
+        return "''"
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, (list, tuple, dict)):

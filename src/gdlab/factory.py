@@ -19,13 +19,15 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from gdlab import validate
-from gdlab.errors import ConfigError, SettingError, first_line
+from gdlab.errors import ConfigError, SettingError, first_line, show
 from gdlab.module import GDModule
 
 
 @contextmanager
 def building(key: str, node: Any) -> Iterator[None]:
-    """Turn an error raised while building config node ``key`` into a :class:`SettingError`."""
+    """Check the node's argument types, then turn an error raised while building config node ``key`` into
+    a :class:`SettingError`."""
+    validate.check_argument_types(key, node)
     try:
         yield
     except ConfigError:
@@ -79,6 +81,11 @@ def _build_group(cfg: DictConfig, group: str) -> list[Any]:
     """The objects of a group whose options are a dict of named nodes (``callbacks``, ``logger``)."""
     built = []
     for name, node in (cfg.get(group) or {}).items():
+        if node is not None and not (isinstance(node, DictConfig) and "_target_" in node):
+            raise ConfigError(
+                f"{group}.{name}={show(OmegaConf.to_container(node) if OmegaConf.is_config(node) else node)} "
+                f"is not a component: give it a _target_ (see conf/{group}/), or null to leave it out"
+            )
         if node is not None:
             with building(f"{group}.{name}", node):
                 built.append(instantiate(node))

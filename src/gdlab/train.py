@@ -33,6 +33,7 @@ from gdlab.runs.record import (
 )
 from gdlab.runs.resume import resumed_config, resuming
 from gdlab.runs.rundir import check_run_dir, run_overrides, save_config
+from gdlab.validate import blame
 
 log = logging.getLogger(__name__)
 
@@ -63,14 +64,18 @@ def outcome(trainer: L.Trainer, module: GDModule) -> dict[str, Any]:
     for callback in trainer.callbacks:
         if isinstance(callback, DivergenceGuard) and callback.diverged is not None:
             return {"status": "diverged", "step": callback.diverged.step, "error": callback.diverged.error}
-    # Without the guard (e.g. callbacks=none) a NaN loss must still not read as a finished run.
-    loss = module.step_log.latest.get("train/loss")
-    if loss is not None and not math.isfinite(loss):
-        return {
-            "status": "diverged",
-            "step": trainer.global_step,
-            "error": f"train/loss = {loss} at the end of training: lower optimizer.lr",
-        }
+    # Without the guard (e.g. callbacks=none), or before it starts checking (its first start_steps), a NaN
+    # loss must still not read as a finished run: the last train/loss, and val/loss.
+    last = {"train/loss": module.step_log.latest.get("train/loss")}
+    val = trainer.callback_metrics.get("val/loss")
+    last["val/loss"] = float(val) if val is not None else None
+    for name, loss in last.items():
+        if loss is not None and not math.isfinite(loss):
+            return {
+                "status": "diverged",
+                "step": trainer.global_step,
+                "error": f"{name} = {loss} at the end of training: lower optimizer.lr",
+            }
     return {"status": "completed"}
 
 
@@ -147,14 +152,17 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             # again, so that it ends the command as one anywhere else does (one line, exit status 130).
             raise KeyboardInterrupt from None
         raise
-    except Exception as err:
+    except Exception as caught:
+        err = blame(cfg, caught)  # a library's error inside fit that quotes one setting's value names it
         write_metrics(output_dir, metrics, status="failed", error=describe(err), **attempts)
         if trainer is not None:
             try:
                 log_hparams(trainer.loggers, cfg, {**metrics, "status": "failed"}, step=trainer.global_step)
             except Exception as hparams_err:  # the run's own error is the one to report
                 log.warning("could not write the HParams entry: %s", hparams_err)
-        raise
+        if err is caught:
+            raise
+        raise err from caught
     finally:
         for logger in trainer.loggers if trainer is not None else []:
             if isinstance(logger, TensorBoardLogger):

@@ -16,8 +16,14 @@ network's real output shape is measured with one forward pass on two training sa
 
 from __future__ import annotations
 
+import collections.abc
+import inspect
 import math
+import os
+import types
+import typing
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -40,6 +46,7 @@ SETTINGS: dict[str, tuple[Any, str, str]] = {
     "verbose": (*_BOOL, "verbose=true"),
     "log_flush_steps": (*_INT, "log_flush_steps=50"),
     "optimized_metric": (*_OPT_TEXT, "optimized_metric=val/loss"),
+    "ckpt_path": (*_OPT_TEXT, "ckpt_path=outputs/runs/<time>/checkpoints/last.ckpt"),
     "print_config": (lambda v: v in PRINT_CONFIG, "one of " + ", ".join(PRINT_CONFIG), "print_config=full"),
     "optimizer.lr": (*_NUMBER, "optimizer.lr=0.1"),
     "data.batch_size": (*_OPT_INT, "data.batch_size=64"),
@@ -52,11 +59,21 @@ SETTINGS: dict[str, tuple[Any, str, str]] = {
 }
 
 
+# Trainer counts whose out-of-range values Lightning would meet only inside fit (a modulo by zero, ...).
+TRAINER_MINIMA = (
+    ("log_every_n_steps", 1, 1),
+    ("check_val_every_n_epoch", 1, 1),
+    ("num_sanity_val_steps", -1, 0),
+    ("min_epochs", 0, 1),
+)
+
+
 def check_settings(cfg: DictConfig) -> None:
     """Types of the common settings, then the ranges a type cannot express."""
+    missing = object()
     for key, (ok, what, example) in SETTINGS.items():
-        value = OmegaConf.select(cfg, key, default=None)
-        if value is not None and not ok(value):
+        value = OmegaConf.select(cfg, key, default=missing)
+        if value is not missing and not ok(value):
             raise ConfigError(f"{key}={show(value)} must be {what}: pass e.g. {example}")
     check_finite(cfg)
     if OmegaConf.select(cfg, "paths.data_dir", default=None) == "":
@@ -89,6 +106,10 @@ def check_settings(cfg: DictConfig) -> None:
         )
     if max_steps is not None and (max_steps < -1 or max_steps == 0):
         raise ConfigError(f"trainer.max_steps={max_steps} must be -1 (no limit) or >= 1")
+    for key, low, example in TRAINER_MINIMA:
+        value = trainer.get(key)
+        if value is not None and value < low:
+            raise ConfigError(f"trainer.{key}={value} must be >= {low}: pass e.g. trainer.{key}={example}")
 
 
 def check_finite(cfg: DictConfig) -> None:
@@ -106,6 +127,124 @@ def check_finite(cfg: DictConfig) -> None:
             raise ConfigError(f"{key}={show(value)} is not a finite number: pass a finite value")
 
     walk(OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False), "")
+
+
+def check_argument_types(key: str, node: Any) -> None:
+    """The arguments config node ``key`` gives its ``_target_`` have the types its signature declares
+    (``n_samples: int``, ``noise_std: float``, ``accelerator: str | Accelerator``): a wrong type stops in one
+    line naming the setting, before the component runs into it somewhere inside."""
+    if not isinstance(node, DictConfig) or not isinstance(node.get("_target_"), str):
+        return
+    try:
+        target = get_class(node._target_)
+        hints = typing.get_type_hints(target.__init__)
+        params = inspect.signature(target).parameters
+    except Exception:  # a function target, or hints that only resolve for a type checker: nothing to check
+        return
+    for name in node:
+        name = str(name)
+        if name.startswith("_") or name not in hints or name not in params:
+            continue
+        value = node.get(name)
+        if isinstance(value, DictConfig) and "_target_" in value:
+            continue  # built by Hydra itself
+        value = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+        if _fits(value, hints[name]) is False:
+            default = params[name].default
+            example = (
+                f": pass e.g. {key}.{name}={show(default)}" if default is not inspect.Parameter.empty else ""
+            )
+            raise ConfigError(f"{key}.{name}={show(value)} must be {_describe(hints[name])}{example}")
+
+
+_PRIMITIVE = (bool, int, float, str, list, dict, type(None))
+
+
+def _fits(value: Any, hint: Any) -> bool | None:
+    """Whether ``value`` (a plain config value) fits the type ``hint``; None where that cannot be told."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any or isinstance(hint, typing.TypeVar):
+        return None
+    if origin in (typing.Union, types.UnionType):
+        answers = [_fits(value, arg) for arg in args]
+        return True if True in answers else (None if None in answers else False)
+    if origin is typing.Literal:
+        return value in args
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str or hint in (os.PathLike, Path):
+        return isinstance(value, str)
+    if origin in (list, tuple, collections.abc.Sequence) or hint in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            return False
+        inner = [a for a in args if a is not Ellipsis]
+        if len(inner) == 1 and value:
+            answers = [_fits(v, inner[0]) for v in value]
+            return False if False in answers else (None if None in answers else True)
+        return None if inner else True
+    if origin in (dict, collections.abc.Mapping) or hint is dict:
+        return isinstance(value, dict)
+    if isinstance(hint, type) and not issubclass(hint, _PRIMITIVE):
+        return False if isinstance(value, _PRIMITIVE) else None  # a plain value is no instance of a class
+    return None
+
+
+def _describe(hint: Any) -> str:
+    """A type as a user reads it: "an integer or null", "a number", "a list of numbers"."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        members = [a for a in args if not (isinstance(a, type) and not issubclass(a, _PRIMITIVE))]
+        literals = [
+            show(v) for a in members if typing.get_origin(a) is typing.Literal for v in typing.get_args(a)
+        ]
+        parts = ["one of " + ", ".join(dict.fromkeys(literals))] if literals else []
+        parts += [_describe(a) for a in members if typing.get_origin(a) is not typing.Literal]
+        return " or ".join(dict.fromkeys(p for p in parts if p))
+    if origin is typing.Literal:
+        return "one of " + ", ".join(show(a) for a in args)
+    names = {type(None): "null", bool: "true or false", int: "an integer", float: "a number", str: "text"}
+    if hint in names:
+        return names[hint]
+    if hint in (os.PathLike, Path):
+        return "a path"
+    if origin in (list, tuple, collections.abc.Sequence) or hint in (list, tuple):
+        inner = [a for a in args if a is not Ellipsis]
+        return f"a list of {_plural(_describe(inner[0]))}" if len(inner) == 1 else "a list"
+    if origin in (dict, collections.abc.Mapping) or hint is dict:
+        return "a mapping"
+    return ""
+
+
+def _plural(what: str) -> str:
+    return {
+        "an integer": "integers",
+        "a number": "numbers",
+        "text": "texts",
+        "true or false": "booleans",
+    }.get(what, what)
+
+
+def blame(cfg: DictConfig, err: BaseException) -> BaseException:
+    """An error raised while training, as a :class:`SettingError` when its message quotes the value of
+    exactly one component argument (Lightning's ``ModelCheckpoint(monitor='abc')`` ...); else ``err``."""
+    from gdlab.errors import SettingError, quoted_argument
+
+    if isinstance(err, ConfigError):
+        return err  # names its settings already
+    found = []
+    nodes = [(k, cfg.get(k)) for k in ("data", "model", "loss", "optimizer", "trainer")]
+    for group in ("callbacks", "logger"):
+        nodes += [(f"{group}.{name}", node) for name, node in (cfg.get(group) or {}).items()]
+    for key, node in nodes:
+        if isinstance(node, DictConfig) and quoted_argument(node, str(err)) is not None:
+            found.append((key, node))
+    return SettingError(found[0][0], found[0][1], err) if len(found) == 1 else err
 
 
 def choice(cfg: DictConfig, group: str) -> str:

@@ -24,6 +24,15 @@ def check_batch_size(batch_size: Any, argument: str = "batch_size") -> int | Non
     return batch_size
 
 
+def check_seed(seed: Any, argument: str = "seed") -> int:
+    """A seed torch and numpy both take: an integer from 0 to 2**32 - 1."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise ArgumentError(
+            argument, f"Invalid {argument}: {seed!r} (must be an integer from 0 to {2**32 - 1})"
+        )
+    return seed
+
+
 def split_sizes(n_samples: int, val_fraction: float, test_fraction: float) -> tuple[int, int, int]:
     """Sizes of train/val/test; every split must keep at least one sample."""
     for name, frac in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
@@ -66,9 +75,9 @@ class InMemoryDataModule(L.LightningDataModule):
         super().__init__()
         self.batch_size = check_batch_size(batch_size)
         self.shuffle = shuffle
-        self.shuffle_seed = shuffle_seed
+        self.shuffle_seed = check_seed(shuffle_seed, "shuffle_seed")
         self.eval_batch_size = check_batch_size(eval_batch_size, "eval_batch_size")
-        self.seed = seed
+        self.seed = check_seed(seed)
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def build(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:

@@ -66,7 +66,7 @@ def run_dir(root: str, stamp: str, overrides: str, resume: str | None, ckpt_path
     if not resuming(resume, ckpt_path):
         return str(Path(root) / RUNS / f"{stamp}{label(overrides)}")
     setting = "resume" if resume else "ckpt_path"
-    target = resume or LAST
+    target = str(resume or LAST)  # a path typed as a number (resume=2026) is still a path
     path = latest_run(root, setting) if target == LAST else Path(os.path.expanduser(target.strip("'\"")))
     if not (path / LAST_CKPT).is_file():
         raise ConfigError(
