@@ -127,6 +127,9 @@ TRIED = []
 @example(drawn=("linear", "seed=null"))  # a TypeError from the range check
 @example(drawn=("linear", "trainer.accelerator=1e15"))  # Lightning's message without the setting
 @example(drawn=("polynomial-mlp", "model.hidden_sizes=[]"))  # trained a linear model silently
+@example(drawn=("digits-cross_entropy", "callbacks.model_checkpoint.monitor=''"))  # an assert inside fit
+@example(drawn=("linear", "trainer.check_val_every_n_epoch=0"))  # a modulo by zero inside fit
+@example(drawn=("linear", "data.shuffle_seed=1000000000000000"))  # an overflow inside fit
 def test_every_drawn_input_completes_or_stops_in_one_line(drawn, capsys, tmp_path_factory):
     combo, override = drawn
     TRIED.append(drawn)

@@ -259,3 +259,20 @@ def test_missing_sweeper_stand_in_names_the_extra():
     (error,) = [e for e in chain if isinstance(e, ConfigError)]
     assert str(error).startswith("hydra/sweeper=optuna needs the optional Hydra plugin hydra-optuna-sweeper")
     assert "`pip install hydra-optuna-sweeper`" in str(error)
+
+
+@pytest.mark.slow
+def test_submitit_local_submits_each_job_as_a_real_job_and_records_a_failed_one(tmp_path):
+    """submitit's local executor: jobs pickled and run in processes of their own, the way the SLURM
+    launcher submits them (up to the scheduler call)."""
+    sweep = ("-m", "hydra/launcher=submitit_local", "optimizer.lr=0.1,-1")
+    proc = run_train(*sweep, f"paths.root={tmp_path}", *TINY, "logger=none", timeout=600)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "error: 1 of 2 sweep jobs did not complete (1 failed)" in proc.stderr
+    (sweep_dir,) = (tmp_path / "multirun").iterdir()
+    jobs = sorted(p for p in sweep_dir.iterdir() if p.is_dir() and p.name[0].isdigit())
+    records = [json.loads((job / "metrics.json").read_text()) for job in jobs]
+    assert [r["status"] for r in records] == ["completed", "failed"]
+    assert records[1]["error"].startswith("optimizer.lr=-1: Invalid learning rate")
+    assert (sweep_dir / ".submitit").is_dir()  # submitit's own job records: the jobs went through it
+    assert (sweep_dir / "summary.md").is_file()

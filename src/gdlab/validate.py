@@ -56,6 +56,12 @@ SETTINGS: dict[str, tuple[Any, str, str]] = {
     "trainer.log_every_n_steps": (*_OPT_INT, "trainer.log_every_n_steps=1"),
     "trainer.check_val_every_n_epoch": (*_OPT_INT, "trainer.check_val_every_n_epoch=1"),
     "trainer.num_sanity_val_steps": (*_OPT_INT, "trainer.num_sanity_val_steps=0"),
+    # Lightning's ModelCheckpoint asserts a non-empty monitor deep inside fit
+    "callbacks.model_checkpoint.monitor": (
+        lambda v: v is None or (isinstance(v, str) and v != ""),
+        "a metric name or null",
+        "callbacks.model_checkpoint.monitor=val/loss",
+    ),
 }
 
 
