@@ -167,6 +167,11 @@ CASES = [
         ["callbacks.model_checkpoint.monitor=abc"],
         r"callbacks\.model_checkpoint\.monitor=abc: `ModelCheckpoint\(monitor='abc'\)` could not find",
     ),
+    (  # Lightning names the argument in backticks: the line names the setting
+        "limit-fraction",
+        ["++trainer.limit_val_batches=0.1"],
+        r"trainer\.limit_val_batches=0\.1: You requested to check 0\.1 of the `val_dataloader` but 0\.1 \* 5 < 1",
+    ),
     ("seed-range", ["seed=-1"], r"seed=-1 must be from 0 to 4294967295 .*pass e\.g\. seed=0"),
     (
         "devices-zero",

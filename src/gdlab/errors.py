@@ -80,10 +80,14 @@ def _setting_line(key: str, node: Mapping[str, Any] | None, cause: BaseException
 
 def quoted_argument(node: Mapping[str, Any], message: str) -> str | None:
     """The one argument of ``node`` whose value a library's message quotes (``Precision 'bogus' is invalid``,
-    ``Trainer(devices=0)``), so that the line can name the setting although the library did not."""
+    ``Trainer(devices=0)``) or whose name it puts in backticks (``the `limit_val_batches` argument``), so
+    that the line can name the setting although the library did not."""
     found = []
     for name in node:
         value = node.get(name)
+        if f"`{name}`" in message and not isinstance(value, Mapping):
+            found.append(str(name))
+            continue
         if (
             isinstance(value, bool)
             or not isinstance(value, (str, int))
