@@ -3,6 +3,8 @@ output directory per job, and the same final weights as a single-process run."""
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,7 +13,7 @@ import torch
 from gdlab.data.batches import InMemoryBatches
 from gdlab.errors import ArgumentError
 from gdlab.train import train
-from tests.conftest import make_cfg, run_train
+from tests.conftest import REPO_ROOT, make_cfg, run_train
 
 # 280 training samples, global batch 64: 4 full batches and one of 24, all splitting evenly over 2 ranks.
 SMALL = ("data.n_samples=400", "trainer.max_epochs=2", "optimizer.lr=0.1")
@@ -89,6 +91,32 @@ def test_ddp_cpu_single_run_matches_a_single_process_run(tmp_path):
     w_one = torch.load(tmp_path / "single" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     for name in ("net.linear.weight", "net.linear.bias"):
         # the average of two half-batch gradients is the full-batch gradient, up to float32 rounding
+        torch.testing.assert_close(w_ddp[name], w_one[name], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_torchrun_writes_one_run_directory_and_matches_a_single_process_run(tmp_path):
+    """torchrun (Lightning's TorchElastic path, the one multi-node jobs use) starts both processes; rank 0
+    names the run directory and the other rank reads the name from torchrun's store."""
+    torchrun = Path(sys.executable).parent / "torchrun"
+    command = [str(torchrun), "--nproc_per_node=2", str(REPO_ROOT / "train.py"), "trainer=ddp_cpu", *SMALL]
+    proc = subprocess.run(
+        [*command, f"paths.root={tmp_path / 'ddp'}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run_dir,) = (tmp_path / "ddp" / "runs").iterdir()  # one directory for both processes
+    assert sorted(p.name for p in run_dir.glob("*.log")) == ["train.log", "train_rank1.log"]
+    ddp = json.loads((run_dir / "metrics.json").read_text())
+    assert ddp["status"] == "completed" and ddp["step"] == 2 * 5
+    single = train(make_cfg(tmp_path / "single", "trainer=cpu", *SMALL))
+    assert ddp["val/loss"] == pytest.approx(single["val/loss"], rel=1e-4)
+    w_ddp = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    w_one = torch.load(tmp_path / "single" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    for name in ("net.linear.weight", "net.linear.bias"):
         torch.testing.assert_close(w_ddp[name], w_one[name], rtol=1e-5, atol=1e-6)
 
 

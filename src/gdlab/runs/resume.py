@@ -64,7 +64,9 @@ def run_dir(root: str, stamp: str, overrides: str, resume: str | None, ckpt_path
     """The directory of this run: the resumed run's, else ``<root>/runs/<stamp><label>``."""
     root = checked_root(root)
     if not resuming(resume, ckpt_path):
-        return str(Path(root) / RUNS / f"{stamp}{label(overrides)}")
+        from gdlab.runs.torchrun import shared_name
+
+        return str(Path(root) / RUNS / shared_name(f"{stamp}{label(overrides)}"))
     setting = "resume" if resume else "ckpt_path"
     target = str(resume or LAST)  # a path typed as a number (resume=2026) is still a path
     path = latest_run(root, setting) if target == LAST else Path(os.path.expanduser(target.strip("'\"")))

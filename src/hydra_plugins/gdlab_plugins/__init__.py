@@ -6,7 +6,8 @@ composes a config, so this is where gdlab registers what its configs need from H
   ``pip install hydra-optuna-sweeper``, instead of Hydra's "Could not find 'hydra/launcher/joblib'".
 - The resolvers ``conf/hydra/default.yaml`` names run directories with (:mod:`gdlab.runs.resume`):
   ``gdlab_run_dir`` (a new run's directory, or the resumed run's), ``gdlab_root`` (``paths.root``,
-  refused when empty), ``gdlab_label`` (a sweep job's
+  refused when empty), ``gdlab_job_name`` (the log file's name: one per torchrun rank),
+  ``gdlab_label`` (a sweep job's
   directory suffix) and ``gdlab_output_subdir`` (no new ``.hydra/`` record in a resumed run).
 """
 
@@ -105,6 +106,12 @@ def _root(root: str) -> str:
     return checked_root(str(root))
 
 
+def _job_name(base: str) -> str:
+    from gdlab.runs.torchrun import job_name
+
+    return job_name(str(base))
+
+
 def _label(overrides: str) -> str:
     from gdlab.runs.resume import label
 
@@ -122,6 +129,7 @@ for _name, _resolver in (
     ("gdlab_run_dir", _run_dir),
     ("gdlab_label", _label),
     ("gdlab_root", _root),
+    ("gdlab_job_name", _job_name),
     ("gdlab_output_subdir", _output_subdir),
 ):
     if not OmegaConf.has_resolver(_name):
