@@ -24,6 +24,8 @@ from gdlab.errors import describe
 from gdlab.train import train
 from tests.conftest import compose_config
 
+pytestmark = pytest.mark.slow  # about 90 s: the fast tier stays fast; CI runs it
+
 # The budget every drawn run trains under (the drawn override comes last and may change one of these).
 BUDGET = ("trainer.max_epochs=1", "trainer.max_steps=3", "logger=none", "callbacks=minimal", "trainer=cpu")
 COMBOS = {
