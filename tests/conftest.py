@@ -38,6 +38,18 @@ def scalars(run_dir: Path, tag: str) -> list[tuple[int, float]]:
     return sorted({e.step: e.value for e in events.Scalars(tag)}.items())
 
 
+def train_in_process(monkeypatch, *args: str) -> int:
+    """``python train.py ARGS`` in this process (the real entry point, Hydra included); its exit status."""
+    from gdlab import entry
+
+    monkeypatch.setattr(sys, "argv", ["train.py", *args])
+    try:
+        entry.train_main()
+    except SystemExit as stop:
+        return int(stop.code or 0)
+    return 0
+
+
 def run_train(
     *args: str,
     cwd: Path = REPO_ROOT,

@@ -11,25 +11,15 @@ import sys
 import pytest
 from hydra.utils import instantiate
 
-from gdlab import entry
 from gdlab.callbacks import ProgressBar
 from gdlab.train import train
-from tests.conftest import make_cfg
+from tests.conftest import make_cfg, train_in_process
 
 TINY = ("data.n_samples=200", "trainer=cpu", "logger=none", "callbacks.pictures=null", "trainer.max_epochs=3")
 
 
-def _train_main(monkeypatch, *args: str) -> int:
-    monkeypatch.setattr(sys, "argv", ["train.py", *args])
-    try:
-        entry.train_main()
-    except SystemExit as stop:
-        return int(stop.code or 0)
-    return 0
-
-
 def test_the_config_is_one_line_of_overrides_unless_asked_for_in_full(monkeypatch, capsys, tmp_path):
-    assert _train_main(monkeypatch, *TINY, "model=mlp", f"paths.root={tmp_path}/a") == 0
+    assert train_in_process(monkeypatch, *TINY, "model=mlp", f"paths.root={tmp_path}/a") == 0
     printed = capsys.readouterr().out
     (run_dir,) = (tmp_path / "a" / "runs").iterdir()
     lines = printed.splitlines()
@@ -41,7 +31,10 @@ def test_the_config_is_one_line_of_overrides_unless_asked_for_in_full(monkeypatc
     assert line in (run_dir / "train.log").read_text()
     assert "hidden_sizes" not in printed and "hidden_sizes" in (run_dir / "config.yaml").read_text()
 
-    assert _train_main(monkeypatch, *TINY, "model=mlp", "print_config=full", f"paths.root={tmp_path}/b") == 0
+    assert (
+        train_in_process(monkeypatch, *TINY, "model=mlp", "print_config=full", f"paths.root={tmp_path}/b")
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "hidden_sizes" in printed and printed.index("data:") < printed.index("model:")
     (run_dir,) = (tmp_path / "b" / "runs").iterdir()
@@ -49,7 +42,7 @@ def test_the_config_is_one_line_of_overrides_unless_asked_for_in_full(monkeypatc
 
 
 def test_print_config_takes_only_its_values(monkeypatch, capsys, tmp_path):
-    assert _train_main(monkeypatch, *TINY, "print_config=yes", f"paths.root={tmp_path}") == 1
+    assert train_in_process(monkeypatch, *TINY, "print_config=yes", f"paths.root={tmp_path}") == 1
     err = capsys.readouterr().err
     assert "error: print_config=yes must be one of overrides, full, none: pass e.g. print_config=full" in err
 

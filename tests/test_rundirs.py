@@ -5,14 +5,13 @@ user types it. Runs go through the real entry point (Hydra included), in-process
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from gdlab import entry
 from gdlab.runs.resume import label
+from tests.conftest import train_in_process
 
 # character class -> an override value as typed on the command line (Hydra's quotes where its grammar needs them)
 VALUES = {
@@ -25,16 +24,6 @@ VALUES = {
     "long": "'" + "z" * 300 + "'",
 }
 FAST = ("data.n_samples=100", "trainer.max_epochs=1", "logger=none", "callbacks=minimal", "trainer=cpu")
-
-
-def _run(monkeypatch, *args: str) -> int:
-    """``python train.py ARGS`` in this process; its exit status."""
-    monkeypatch.setattr(sys, "argv", ["train.py", *args])
-    try:
-        entry.train_main()
-    except SystemExit as stop:
-        return int(stop.code or 0)
-    return 0
 
 
 def _record(run_dir: Path) -> dict:
@@ -60,7 +49,10 @@ def test_long_labels_stay_apart():
 
 @pytest.mark.parametrize("value", list(VALUES.values()), ids=list(VALUES))
 def test_a_single_run_gets_one_directory(monkeypatch, tmp_path, value):
-    assert _run(monkeypatch, "debug=fdr", "logger=none", f"paths.root={tmp_path}", f"+note={value}") == 0
+    assert (
+        train_in_process(monkeypatch, "debug=fdr", "logger=none", f"paths.root={tmp_path}", f"+note={value}")
+        == 0
+    )
     (run_dir,) = (tmp_path / "runs").iterdir()
     assert _record(run_dir)["status"] == "completed"
     assert "_+note-" in run_dir.name and len(run_dir.name.encode()) < 160
@@ -69,7 +61,10 @@ def test_a_single_run_gets_one_directory(monkeypatch, tmp_path, value):
 def test_a_sweep_gets_one_directory_per_job_and_its_summary(monkeypatch, tmp_path):
     values = ",".join(VALUES.values())
     assert (
-        _run(monkeypatch, "-m", "debug=fdr", "logger=none", f"paths.root={tmp_path}", f"+note={values}") == 0
+        train_in_process(
+            monkeypatch, "-m", "debug=fdr", "logger=none", f"paths.root={tmp_path}", f"+note={values}"
+        )
+        == 0
     )
     (sweep,) = (tmp_path / "multirun").iterdir()
     jobs = sorted((p for p in sweep.iterdir() if p.is_dir()), key=lambda p: int(p.name.split("_")[0]))
@@ -83,7 +78,7 @@ def test_a_failing_sweep_job_with_a_path_value_is_one_directory_and_the_exit_sta
     """The failure gdlab's MNIST error suggests fixing with data.data_dir=<path>: a "/" in the value."""
     missing = f"{tmp_path}/nowhere/a,{tmp_path}/nowhere/b"
     args = ("-m", "data=mnist", "data.download=false", f"data.data_dir={missing}", f"paths.root={tmp_path}")
-    assert _run(monkeypatch, *args, *FAST[2:]) == 1  # (MNIST has no n_samples)
+    assert train_in_process(monkeypatch, *args, *FAST[2:]) == 1  # (MNIST has no n_samples)
     assert "error: 2 of 2 sweep jobs did not complete (2 failed)" in capsys.readouterr().err
     (sweep,) = (tmp_path / "multirun").iterdir()
     jobs = [p for p in sweep.iterdir() if p.is_dir()]
@@ -96,7 +91,7 @@ def named_run(monkeypatch, tmp_path) -> Path:
     """A finished run whose overrides hold every character class, under a relative paths.root."""
     monkeypatch.chdir(tmp_path)
     note = '\'a/b=c,d e "q" ü ' + "z" * 300 + "'"
-    assert _run(monkeypatch, "paths.root=outputs", f"+note={note}", *FAST) == 0
+    assert train_in_process(monkeypatch, "paths.root=outputs", f"+note={note}", *FAST) == 0
     (run_dir,) = (tmp_path / "outputs" / "runs").iterdir()
     assert _record(run_dir)["epoch"] == 1 and (run_dir / "checkpoints" / "last.ckpt").is_file()
     return run_dir
@@ -109,7 +104,7 @@ def test_resume_takes_the_directory_as_typed(monkeypatch, tmp_path, named_run, t
         "relative": str(named_run.relative_to(tmp_path)),
         "quoted": f"'{named_run.relative_to(tmp_path)}'",
     }[typed]
-    assert _run(monkeypatch, f"resume={path}", "trainer.max_epochs=2") == 0
+    assert train_in_process(monkeypatch, f"resume={path}", "trainer.max_epochs=2") == 0
     assert [p.name for p in (tmp_path / "outputs" / "runs").iterdir()] == [named_run.name]  # no new directory
     record = _record(named_run)
     assert record["status"] == "completed" and record["epoch"] == 2
@@ -121,7 +116,7 @@ def test_resume_in_a_sweep_is_a_failed_job_and_the_exit_status_says_so(
     monkeypatch, capsys, tmp_path, named_run
 ):
     """A job that fails before its run record exists (here: refused at once) still leaves one."""
-    assert _run(monkeypatch, "-m", f"resume={named_run}", f"paths.root={tmp_path}/sweeps") == 1
+    assert train_in_process(monkeypatch, "-m", f"resume={named_run}", f"paths.root={tmp_path}/sweeps") == 1
     assert "error: 1 of 1 sweep jobs did not complete (1 failed)" in capsys.readouterr().err
     (sweep,) = (tmp_path / "sweeps" / "multirun").iterdir()
     (job,) = [p for p in sweep.iterdir() if p.is_dir()]
@@ -142,13 +137,16 @@ def test_resume_last_of_a_diverged_run_says_so_keeps_its_record_and_uses_the_new
         "trainer=cpu",
         f"paths.root={tmp_path}",
     )
-    assert _run(monkeypatch, *common, "optimizer.lr=1.9", "trainer.max_epochs=300") == 0
+    assert train_in_process(monkeypatch, *common, "optimizer.lr=1.9", "trainer.max_epochs=300") == 0
     (run_dir,) = (tmp_path / "runs").iterdir()
     first = _record(run_dir)
     assert first["status"] == "diverged"
     capsys.readouterr()
 
-    assert _run(monkeypatch, *common, "resume=last", "optimizer.lr=0.5", "trainer.max_epochs=40") == 0
+    assert (
+        train_in_process(monkeypatch, *common, "resume=last", "optimizer.lr=0.5", "trainer.max_epochs=40")
+        == 0
+    )
     printed = capsys.readouterr().out
     assert f"continuing {run_dir} (it ended: diverged at step {first['step']}: train/loss = " in printed
     assert "optimizer lr: 1.9 in the checkpoint, 0.5 from the config (used)" in printed

@@ -25,7 +25,7 @@ from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
 from gdlab.runs.rundir import run_overrides
-from gdlab.runs.sweep import LOSS_METRICS, is_lr
+from gdlab.runs.sweep import is_lr, metric_order
 
 # Config groups whose chosen option names the run (e.g. data=linear, model=mlp).
 GROUPS = ("data", "model", "loss", "optimizer", "trainer")
@@ -111,13 +111,6 @@ def shown_keys(params: Mapping[str, Any]) -> list[str]:
     """The columns the dashboard opens on: the run's overrides, the learning rate and the status."""
     overrides = [o.partition("=")[0].lstrip("+~") for o in run_overrides()]
     return [k for k in params if k in SHOWN or k in overrides]
-
-
-def metric_order(metrics: Mapping[str, Any]) -> list[str]:
-    """train/val/test losses first (the dashboard displays the first five metrics), then the rest."""
-    splits = {"train": 0, "val": 1, "test": 2}
-    rest = sorted((m for m in metrics if m not in LOSS_METRICS), key=lambda m: (splits[m.split("/")[0]], m))
-    return [m for m in LOSS_METRICS if m in metrics] + rest
 
 
 def log_hparams(loggers: Sequence[Logger], cfg: DictConfig, record: Mapping[str, Any], step: int) -> None:

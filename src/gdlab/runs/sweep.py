@@ -95,6 +95,15 @@ def load_jobs(sweep_dir: str | Path) -> list[Job]:
     return jobs
 
 
+def metric_order(metrics: Iterable[str]) -> list[str]:
+    """train/val/test losses first, then the other ``train/``, ``val/`` and ``test/`` metrics by split."""
+    splits = {"train": 0, "val": 1, "test": 2}
+    rest = sorted(
+        (m for m in set(metrics) if m not in LOSS_METRICS), key=lambda m: (splits[m.split("/")[0]], m)
+    )
+    return [m for m in LOSS_METRICS if m in metrics] + rest
+
+
 def _finite(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None  # non-finite values are stored as the strings "nan" / "inf"
@@ -145,9 +154,7 @@ def summarize(sweep_dir: str | Path, metrics: Iterable[str] | None = None) -> Su
     fixed = {k: jobs[0].overrides[k] for k in config_keys if k not in keys and k in jobs[0].overrides}
     if metrics is None:
         found = {k for j in jobs for k in j.record if k.split("/")[0] in ("train", "val", "test")}
-        split_order = {"train": 0, "val": 1, "test": 2}
-        others = sorted(found - set(LOSS_METRICS), key=lambda m: (split_order[m.split("/")[0]], m))
-        metrics = [m for m in LOSS_METRICS if m in found] + others
+        metrics = metric_order(found)
     metrics = list(metrics)
 
     groups: dict[tuple[str, ...], list[Job]] = {}
