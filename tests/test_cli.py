@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import REPO_ROOT, run_train
+from tests.conftest import run_train
 
 pytestmark = pytest.mark.slow
 
@@ -74,7 +74,3 @@ def test_unknown_option_lists_the_choices(tmp_path):
     proc = run_train("model=foo", f"paths.root={tmp_path}")
     assert proc.returncode != 0
     assert "model" in proc.stderr and "mlp" in proc.stderr and "linear" in proc.stderr
-
-
-def test_root_shim_is_thin():
-    assert len((REPO_ROOT / "train.py").read_text().strip().splitlines()) <= 6

@@ -27,8 +27,3 @@ def test_cross_entropy_is_torch_cross_entropy():
     torch.testing.assert_close(
         CrossEntropyLoss()(logits, labels), F.cross_entropy(logits, labels), rtol=0, atol=0
     )
-
-
-def test_losses_declare_the_tasks_they_fit():
-    assert MSELoss.tasks == ("regression", "classification")
-    assert CrossEntropyLoss.tasks == ("classification",)

@@ -1,24 +1,16 @@
-"""The default no-op profiler stays out of the way, and a real profiler is still one override away."""
+"""Profiling is one override away: `debug=profiler` writes Lightning's per-hook time table into the run
+directory; a default run writes none."""
 
-from hydra.utils import instantiate
-from lightning.pytorch.profilers import SimpleProfiler
+from __future__ import annotations
 
-from gdlab.profiler import NoProfiler
+from tests.conftest import train_in_process
 
-
-def _profiler(cfg_factory, *overrides):
-    return instantiate(cfg_factory("trainer=cpu", *overrides).trainer, logger=False).profiler
+TINY = ("trainer=cpu", "logger=none", "callbacks=minimal", "data.n_samples=100", "trainer.max_epochs=1")
 
 
-def test_default_trainer_uses_the_free_profiler_and_it_nests(cfg_factory):
-    profiler = _profiler(cfg_factory)
-    assert isinstance(profiler, NoProfiler)
-    seen = []
-    with profiler.profile("run_training_epoch") as outer, profiler.profile("training_step") as inner:
-        seen.append((outer, inner))
-    assert seen == [(None, None)] and profiler.summary() == ""
-
-
-def test_a_real_profiler_replaces_it(cfg_factory, tmp_path):
-    assert isinstance(_profiler(cfg_factory, "debug=profiler"), SimpleProfiler)
-    assert isinstance(_profiler(cfg_factory, "trainer.profiler=simple"), SimpleProfiler)
+def test_debug_profiler_writes_the_hook_table_and_the_default_run_does_not(monkeypatch, tmp_path):
+    assert train_in_process(monkeypatch, *TINY, "debug=profiler", f"hydra.run.dir={tmp_path / 'p'}") == 0
+    table = (tmp_path / "p" / "fit-profile.txt").read_text()
+    assert "run_training_epoch" in table and "training_step" in table
+    assert train_in_process(monkeypatch, *TINY, f"hydra.run.dir={tmp_path / 'd'}") == 0
+    assert (tmp_path / "d" / "metrics.json").exists() and not list((tmp_path / "d").glob("*profile*"))
