@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_module
-from omegaconf import DictConfig
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
 
 import gdlab.conf
 
@@ -73,3 +74,19 @@ def run_train(
 def cfg_factory(tmp_path):
     """``cfg_factory(*overrides)`` -> a composed config whose run dir is ``tmp_path``."""
     return lambda *overrides: make_cfg(tmp_path, *overrides)
+
+
+@pytest.fixture
+def typed(tmp_path):
+    """``typed(*overrides)`` composes like ``python train.py`` does, Hydra's record of the chosen options
+    included, so messages read ``loss=cross_entropy`` exactly as a user would see them."""
+
+    def compose_as_cli(*overrides):
+        cfg = compose_config("train", f"paths.output_dir={tmp_path}", *overrides, return_hydra_config=True)
+        HydraConfig.instance().set_config(cfg)
+        with open_dict(cfg):
+            del cfg["hydra"]
+        return cfg
+
+    yield compose_as_cli
+    HydraConfig.instance().cfg = None

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import re
 import shutil
 import sys
 from pathlib import Path
@@ -18,6 +17,7 @@ from gdlab import entry
 from gdlab import train as train_module
 from gdlab.runs import rundir
 from tests.conftest import make_cfg, run_train
+from tests.documented import assert_documented
 
 FAST = ("trainer.max_epochs=1", "logger=none", "callbacks=minimal", "trainer=cpu")
 MNIST_FILES = [
@@ -57,177 +57,91 @@ def linear_ckpt(tmp_path_factory) -> Path:
     return out / "checkpoints" / "last.ckpt"
 
 
-def _offline_dir(tmp_path: Path) -> Path:
-    (tmp_path / "data" / "mnist").mkdir(parents=True)
-    return tmp_path / "data"
+def _corrupt(folder: Path) -> None:
+    for name in MNIST_FILES:  # valid gzip (fixed mtime: the same md5 each time), but not the published files
+        (folder / f"{name}.gz").write_bytes(gzip.compress(b"not an idx file", mtime=0))
 
 
-def _corrupt_dir(tmp_path: Path) -> Path:
-    folder = tmp_path / "data" / "mnist"
-    folder.mkdir(parents=True)
-    for name in MNIST_FILES:  # valid gzip, but not the published files: a checksum mismatch
-        (folder / f"{name}.gz").write_bytes(gzip.compress(b"not an idx file"))
-    return tmp_path / "data"
-
-
-# (id, overrides (with {tmp}, {ckpt} placeholders), the error line must match)
+LINEAR_CKPT = "<a linear run's last.ckpt>"
+# (the input as docs/errors.md shows it, the setting the line must name (None: the command line itself),
+#  what else the case needs that the docs leave out). Each runs as `python train.py <input>` from a fresh
+#  directory; the line must name the setting and its value, and be the one docs/errors.md shows.
 CASES = [
-    ("unknown-option", ["model=foo"], r"model=foo is not an option: choose one of .*linear, mlp"),
-    (
-        "unknown-key",
-        ["optimizer.momentum=0.9"],
-        r"Could not override 'optimizer.momentum'.*\+optimizer.momentum",
-    ),
-    (
-        "wrong-type",
-        ["optimizer.lr=abc"],
-        r"optimizer\.lr=abc must be a number: pass e\.g\. optimizer\.lr=0\.1",
-    ),
-    (
-        "lr-zero",
-        ["optimizer.lr=0"],
-        r"optimizer\.lr=0: Invalid learning rate: 0 \(must be finite and > 0\)",
-    ),
-    (
-        "lr-not-finite",
-        ["optimizer.lr=inf"],
-        r"optimizer\.lr=inf is not a finite number: pass a finite value",
-    ),
-    (
-        "batch-size",
-        ["data.batch_size=0"],
-        r"data\.batch_size=0: Invalid batch_size: 0 \(must be an integer >= 1, or None for full-batch",
-    ),
-    (
-        "n-samples",
-        ["data.n_samples=5"],
-        r"data\.n_samples=5: Invalid n_samples: 5 \(too small for the splits",
-    ),
-    (
-        "split-fraction",
-        ["data.val_fraction=1.5"],
-        r"data\.val_fraction=1\.5: Invalid val_fraction: 1\.5 \(must be strictly between 0 and 1\)",
-    ),
-    (
-        "degree",
-        ["data=polynomial", "data.degree=0"],
-        r"data\.degree=0: Invalid degree: 0 \(must be an integer >= 1",
-    ),
-    (
-        "missing-files-offline",
-        ["data=mnist", "data.download=false", "paths.data_dir={offline}"],
-        r"data\.data_dir=.*mnist: MNIST needs train-images-idx3-ubyte\.gz.* \(download=False\): put those files there"
-        r".*or point data_dir at the folder",
-    ),
-    (
-        "corrupt-dataset-file",
-        ["data=mnist", "data.download=false", "paths.data_dir={corrupt}"],
-        r"data\.data_dir=.*: .*train-images-idx3-ubyte\.gz has md5 .* the file is corrupt",
-    ),
-    ("loss-vs-data", ["loss=cross_entropy"], r"loss=cross_entropy needs classification data .*use loss=mse"),
-    (
-        "max-epochs",
-        ["trainer.max_epochs=0"],
-        r"trainer\.max_epochs=0 with trainer\.max_steps=-1 trains nothing: pass trainer\.max_epochs >= 1",
-    ),
-    (
-        "max-epochs-forever",  # Lightning's -1 means no limit: with max_steps=-1 the run would never end
-        ["trainer.max_epochs=-1"],
-        r"trainer\.max_epochs=-1 with trainer\.max_steps=-1 trains forever: .*or -1 with trainer\.max_steps > 0",
-    ),
-    # types come from the component's own signature (LinearDataModule's n_samples: int, Trainer's accelerator)
-    (
-        "arg-type",
-        ["data.n_samples=abc"],
-        r"data\.n_samples=abc must be an integer: pass e\.g\. data\.n_samples=2000",
-    ),
-    (
-        "arg-type-union",
-        ["trainer.accelerator=1e15"],
-        r"trainer\.accelerator=1e\+?15|1000000000000000\.0 must be text",
-    ),
-    ("seed-null", ["seed=null"], r"seed=null must be an integer: pass e\.g\. seed=0"),
-    (
-        "shuffle-seed",
-        ["data.shuffle_seed=1000000000000000"],
-        r"data\.shuffle_seed=1000000000000000: Invalid shuffle_seed",
-    ),
-    (
-        "val-every-0",
-        ["trainer.check_val_every_n_epoch=0"],
-        r"trainer\.check_val_every_n_epoch=0 must be >= 1",
-    ),
-    (
-        "not-a-callback",
-        ["callbacks.pictures=5"],
-        r"callbacks\.pictures=5 is not a component: give it a _target_",
-    ),
-    (  # raised by Lightning inside fit; its message quotes the value, so the line names the setting
-        "monitor-in-fit",
-        ["callbacks.model_checkpoint.monitor=abc"],
-        r"callbacks\.model_checkpoint\.monitor=abc: `ModelCheckpoint\(monitor='abc'\)` could not find",
-    ),
-    (  # Lightning names the argument in backticks: the line names the setting
-        "limit-fraction",
-        ["++trainer.limit_val_batches=0.1"],
-        r"trainer\.limit_val_batches=0\.1: You requested to check 0\.1 of the `val_dataloader` but 0\.1 \* 5 < 1",
-    ),
-    ("seed-range", ["seed=-1"], r"seed=-1 must be from 0 to 4294967295 .*pass e\.g\. seed=0"),
-    (
-        "devices-zero",
-        ["trainer.devices=0"],
-        r"trainer\.devices=0 must be a number of devices >= 1, -1 .* or auto",
-    ),
-    (
-        "precision",
-        ["trainer.precision=bogus"],
-        r"trainer\.precision=bogus must be one of 64, 32, 16, .*16-mixed, .*64-true, bf16 or null",
-    ),
-    ("mlp-no-layers", ["model=mlp", "model.hidden_sizes=[]"], r"model\.hidden_sizes=\[\]: .*model=linear"),
-    ("data-nan", ["data.noise_std=nan"], r"data\.noise_std=nan is not a finite number"),
-    ("root-empty", ["paths.root="], r"paths\.root is empty: .*file system's root; pass a directory"),
-    (
-        "data-dir-empty",
-        ["data=mnist", "paths.data_dir="],
-        r"paths\.data_dir is empty: .*paths\.data_dir=data",
-    ),
-    (
-        "ckpt-missing",
-        ["ckpt_path={tmp}/nope.ckpt"],
-        r"ckpt_path=.*nope\.ckpt does not exist: pass an existing",
-    ),
-    ("ckpt-corrupt", ["ckpt_path={garbage}"], r"ckpt_path=.*garbage\.ckpt is not a readable checkpoint"),
-    (
-        "ckpt-other-model",
-        ["model=mlp", "ckpt_path={ckpt}"],
-        r"ckpt_path holds weights of gdlab\.models\.LinearModel that do not fit model=gdlab\.models\.MLP",
-    ),
-    ("resume-nothing", ["resume={tmp}"], r"resume=.*checkpoints/last\.ckpt does not exist"),
-    ("resume-last-nothing", ["resume=last"], r"resume=last: no run under .* has checkpoints/last\.ckpt"),
-    (
-        "output-dir-unwritable",
-        ["paths.root={tmp}/a_file/x"],
-        r"cannot write .*a_file.*pass a writable paths\.root",
-    ),
+    ("model=foo", "model", []),
+    ("optimizer.momentum=0.9", "optimizer.momentum", []),
+    ("optimizer.lr=[0.1", None, []),
+    ("optimizer.lr=abc", "optimizer.lr", []),
+    ("data.n_samples=abc", "data.n_samples", []),  # any component: the type its signature declares
+    ("trainer.accelerator=7", "trainer.accelerator", []),
+    ("callbacks.model_checkpoint.monitor=abc", "callbacks.model_checkpoint.monitor", []),  # Lightning, in fit
+    ("callbacks.pictures=5", "callbacks.pictures", []),
+    ("trainer.check_val_every_n_epoch=0", "trainer.check_val_every_n_epoch", []),
+    ("data.batch_size=x", "data.batch_size", []),
+    ("seed=1.5", "seed", []),
+    ("seed=null", "seed", []),
+    ("seed=-1", "seed", []),
+    ("data.shuffle_seed=1000000000000000", "data.shuffle_seed", []),
+    ("trainer.max_epochs=2.5", "trainer.max_epochs", []),
+    ("optimizer.lr=0", "optimizer.lr", []),
+    ("optimizer.lr=inf", "optimizer.lr", []),
+    ("data.noise_std=nan", "data.noise_std", []),
+    ("data.batch_size=0", "data.batch_size", []),
+    ("data.n_samples=5", "data.n_samples", []),
+    ("data.val_fraction=1.5", "data.val_fraction", []),
+    ("data.val_fraction=0.5 data.test_fraction=0.5", "data.val_fraction", []),
+    ("data=polynomial data.degree=0", "data.degree", []),
+    ("data=mnist data.download=false", "data.data_dir", []),  # the files are missing
+    ("data=mnist", "data.data_dir", ["{corrupt}"]),
+    ("data=mnist data.md5={train-images.gz:0}", "data.md5", []),
+    ("model=mlp model.hidden_sizes=[]", "model.hidden_sizes", []),
+    ("model=mlp model.activation=Foo", "model.activation", []),
+    ("model._target_=gdlab.models.Foo", "model", []),
+    ("+model.num_outputs=3", "model.num_outputs", []),
+    ("loss=cross_entropy", "loss", []),
+    ("model=cnn", "model", []),
+    ("log_flush_steps=0", "log_flush_steps", []),
+    ("trainer.max_epochs=0", "trainer.max_epochs", []),
+    ("trainer.max_epochs=-1", "trainer.max_epochs", []),
+    ("trainer.max_steps=0", "trainer.max_steps", []),
+    ("trainer.devices=0", "trainer.devices", []),
+    ("trainer.precision=bogus", "trainer.precision", []),
+    ("trainer=ddp_cpu data.batch_size=63", "data.batch_size", []),
+    ("paths.root=", "paths.root", []),
+    ("data=mnist paths.data_dir=", "paths.data_dir", []),
+    ("paths.root=a_file/x", "paths.root", []),
+    ("ckpt_path=nope.ckpt", "ckpt_path", []),
+    ("ckpt_path=garbage.ckpt", "ckpt_path", []),
+    (f"model=mlp ckpt_path={LINEAR_CKPT}", "ckpt_path", []),
+    ("resume=outputs/runs/nope", "resume", []),
+    ("resume=last", "resume", []),
 ]
 
 
-@pytest.mark.parametrize(("overrides", "match"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_bad_input_is_one_clear_line(monkeypatch, capsys, tmp_path, linear_ckpt, overrides, match):
+def value_of(setting: str, args: list[str]) -> str | None:
+    for arg in args:
+        key, _, value = arg.lstrip("+").partition("=")
+        if key == setting:
+            return value
+    return None
+
+
+@pytest.mark.parametrize(("shown", "setting", "extra"), CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_one_documented_line_naming_the_setting_and_its_value(
+    monkeypatch, capfd, tmp_path, linear_ckpt, shown, setting, extra
+):
+    monkeypatch.chdir(tmp_path)
     (tmp_path / "a_file").write_text("a file where a directory should be")
     (tmp_path / "garbage.ckpt").write_bytes(b"\x00not a checkpoint")
-    places = {
-        "tmp": tmp_path,
-        "ckpt": linear_ckpt,
-        "garbage": tmp_path / "garbage.ckpt",
-        "offline": _offline_dir(tmp_path) if "{offline}" in str(overrides) else "",
-        "corrupt": _corrupt_dir(tmp_path) if "{corrupt}" in str(overrides) else "",
-    }
-    args = [o.format(**places) for o in overrides]
-    root = tmp_path / "outputs"
-    line = _cli(monkeypatch, capsys, entry.train_main, *FAST, f"paths.root={root}", *args)
-    assert re.search(match, line), line
-    _no_run_looks_finished(root)
+    (tmp_path / "data" / "mnist").mkdir(parents=True)
+    if "{corrupt}" in extra:
+        _corrupt(tmp_path / "data" / "mnist")
+    args = shown.replace(LINEAR_CKPT, str(linear_ckpt)).split()
+    line = _cli(monkeypatch, capfd, entry.train_main, *FAST, *args)  # capfd: trainer=ddp_cpu's child too
+    if setting is not None:
+        value, plain = value_of(setting, args), line.replace('"', "").replace(" ", "")
+        assert setting in line and (not value or value.replace(" ", "") in plain), line
+    assert_documented(shown, line, {str(tmp_path): "<cwd>", str(linear_ckpt): LINEAR_CKPT})
+    _no_run_looks_finished(tmp_path / "outputs")
 
 
 @pytest.mark.parametrize("trainer", ["gpu", "ddp"])
@@ -236,7 +150,7 @@ def test_gpu_trainer_without_gpu(monkeypatch, capsys, tmp_path, trainer):
         pytest.skip("a GPU is present: trainer=gpu is valid here")
     args = (f"trainer={trainer}", "logger=none", f"paths.root={tmp_path}")
     line = _cli(monkeypatch, capsys, entry.train_main, *args)
-    assert "trainer: No supported gpu backend found! Use trainer=cpu" in line
+    assert_documented("trainer=gpu", line)
     _no_run_looks_finished(tmp_path)
     assert json.loads(next(tmp_path.rglob("metrics.json")).read_text())["error"].startswith(
         "trainer: No supported"
@@ -247,8 +161,7 @@ def test_a_finished_run_is_never_overwritten(monkeypatch, capsys, tmp_path, line
     finished = linear_ckpt.parents[1]
     before = (finished / "metrics.json").read_text()
     line = _cli(monkeypatch, capsys, entry.train_main, *FAST, f"hydra.run.dir={finished}")
-    assert f"hydra.run.dir={finished} already holds a run (status: completed)" in line
-    assert f"resume={finished}" in line
+    assert_documented("hydra.run.dir=<a finished run>", line, {str(finished): "<that run, absolute>"})
     assert (finished / "metrics.json").read_text() == before
 
 
@@ -264,13 +177,15 @@ def test_full_disk_stops_before_training(monkeypatch, tmp_path):
 
 def test_eval_without_ckpt_path(monkeypatch, capsys, tmp_path):
     line = _cli(monkeypatch, capsys, entry.eval_main, f"paths.root={tmp_path}")
-    assert "ckpt_path is required: pass ckpt_path=<value>" in line
+    assert_documented("python eval.py", line)
 
 
 def test_eval_of_a_run_directory_points_at_its_checkpoint(monkeypatch, capsys, tmp_path, linear_ckpt):
     run_dir = linear_ckpt.parent.parent
     line = _cli(monkeypatch, capsys, entry.eval_main, f"ckpt_path={run_dir}", f"paths.root={tmp_path}")
-    assert f"ckpt_path={run_dir} is a directory: pass the .ckpt file, e.g. ckpt_path={linear_ckpt}" in line
+    assert_documented(
+        "python eval.py ckpt_path=outputs/runs/<run>", line, {str(run_dir): "outputs/runs/<run>"}
+    )
 
 
 def test_eval_of_a_checkpoint_with_another_model(monkeypatch, capsys, tmp_path, linear_ckpt):
@@ -282,8 +197,18 @@ def test_eval_of_a_checkpoint_with_another_model(monkeypatch, capsys, tmp_path, 
         "model=mlp",
         f"paths.root={tmp_path}",
     )
-    assert "holds weights of gdlab.models.LinearModel that do not fit model=gdlab.models.MLP" in line
+    assert_documented(
+        f"python eval.py ckpt_path={LINEAR_CKPT} model=mlp", line, {str(linear_ckpt): LINEAR_CKPT}
+    )
     assert json.loads(next(tmp_path.rglob("metrics.json")).read_text())["status"] == "failed"
+
+
+def test_eval_of_a_missing_predict_input(monkeypatch, capsys, tmp_path, linear_ckpt):
+    monkeypatch.chdir(tmp_path)
+    shown = f"python eval.py ckpt_path={LINEAR_CKPT} predict=true predict_input=nope.csv"
+    args = shown.replace(LINEAR_CKPT, str(linear_ckpt)).split()[2:]
+    line = _cli(monkeypatch, capsys, entry.eval_main, *args)
+    assert_documented(shown, line, {str(linear_ckpt): LINEAR_CKPT})
 
 
 @pytest.mark.slow

@@ -3,32 +3,13 @@ with one line naming the settings as the user typed them and a fix."""
 
 import pytest
 import torch
-from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from omegaconf import open_dict
 from torch import nn
 
 from gdlab.errors import ConfigError
 from gdlab.factory import build
-from gdlab.train import train
 from gdlab.validate import check_network_outputs
-from tests.conftest import compose_config, run_train
-
-
-@pytest.fixture
-def typed(tmp_path):
-    """``typed(*overrides)`` composes like ``python train.py`` does, Hydra's record of the chosen options
-    included, so messages read ``loss=cross_entropy`` exactly as a user would see them."""
-
-    def compose_as_cli(*overrides):
-        cfg = compose_config("train", f"paths.output_dir={tmp_path}", *overrides, return_hydra_config=True)
-        HydraConfig.instance().set_config(cfg)
-        with open_dict(cfg):
-            del cfg["hydra"]
-        return cfg
-
-    yield compose_as_cli
-    HydraConfig.instance().cfg = None
+from tests.conftest import run_train
 
 
 def config_error(excinfo) -> ConfigError:
@@ -41,59 +22,29 @@ def config_error(excinfo) -> ConfigError:
     return err
 
 
+# (overrides, the setting the one line must name as typed: `setting=value`, and the other it does not fit)
 @pytest.mark.parametrize(
-    ("overrides", "message"),
+    ("overrides", "named"),
     [
-        (
-            ["loss=cross_entropy"],
-            "loss=cross_entropy needs classification data but data=linear is regression data: "
-            "use loss=mse, or data=digits|fashion_mnist|mnist",
-        ),
-        (
-            ["data=polynomial", "loss=cross_entropy"],
-            "loss=cross_entropy needs classification data but data=polynomial is regression data",
-        ),
-        (
-            ["model=cnn"],
-            "model=cnn needs 3-dimensional inputs per sample (images: C, H, W) but data=linear gives "
-            "input_shape=(5,): use model=linear|mlp, or image data",
-        ),
-        (
-            ["data=digits", "+model.num_outputs=3"],
-            "model.num_outputs=3 cannot match data=digits, which needs 10 outputs: remove model.num_outputs",
-        ),
-        (["data=polynomial", "data.degree=0"], "data.degree=0: Invalid degree: 0 (must be an integer >= 1"),
-        (["data=digits", "data.val_fraction=0.5", "data.test_fraction=0.5"], "leaves no training data"),
-        (
-            ["data=digits", "data.test_fraction=0"],
-            "data.test_fraction=0: Invalid test_fraction: 0 (must be strictly",
-        ),
-        (
-            ["data=digits", "data.val_fraction=0.0002"],
-            "data.val_fraction=0.0002: Invalid val_fraction: 0.0002 (leaves",
-        ),
-        (
-            ["data=mnist", "data.val_fraction=1.0"],
-            "data.val_fraction=1.0: Invalid val_fraction: 1.0 (must be strictly",
-        ),
-        (
-            ["data=polynomial", "data.n_samples=3"],
-            "data.n_samples=3: Invalid n_samples: 3 (too small for the splits",
-        ),
-        (
-            ["data=digits", "data.batch_size=0"],
-            "data.batch_size=0: Invalid batch_size: 0 (must be an integer >= 1",
-        ),
-        (
-            ["model=cnn", "data=digits", "model.channels=[]"],
-            "model.channels=[]: Invalid channels: [] (must be a non-empty",
-        ),
+        (["loss=cross_entropy"], ["loss=cross_entropy", "data=linear"]),
+        (["data=polynomial", "loss=cross_entropy"], ["loss=cross_entropy", "data=polynomial"]),
+        (["model=cnn"], ["model=cnn", "data=linear"]),
+        (["data=digits", "+model.num_outputs=3"], ["model.num_outputs=3", "data=digits"]),
+        (["data=polynomial", "data.degree=0"], ["data.degree=0"]),
+        (["data=digits", "data.val_fraction=0.5", "data.test_fraction=0.5"], ["data.val_fraction=0.5"]),
+        (["data=digits", "data.test_fraction=0"], ["data.test_fraction=0"]),
+        (["data=digits", "data.val_fraction=0.0002"], ["data.val_fraction=0.0002"]),
+        (["data=mnist", "data.val_fraction=1.0"], ["data.val_fraction=1.0"]),
+        (["data=polynomial", "data.n_samples=3"], ["data.n_samples=3"]),
+        (["data=digits", "data.batch_size=0"], ["data.batch_size=0"]),
+        (["model=cnn", "data=digits", "model.channels=[]"], ["model.channels=[]"]),
     ],
 )
-def test_incompatible_settings_fail_before_training_in_one_line(typed, overrides, message):
+def test_incompatible_settings_fail_before_training_in_one_line(typed, overrides, named):
     with pytest.raises(Exception) as info:
         build(typed(*overrides))
-    assert message in str(config_error(info))
+    line = str(config_error(info))
+    assert all(setting in line for setting in named), line
 
 
 def test_without_hydra_runtime_the_message_names_the_target(cfg_factory):
@@ -130,37 +81,6 @@ def test_the_output_check_changes_nothing(typed):
     check_network_outputs(cfg, net, datamodule)
     assert net.training and torch.equal(torch.get_rng_state(), rng)
     assert all(torch.equal(v, net.state_dict()[k]) for k, v in state.items())
-
-
-COMBOS = [
-    (d, m, lo)
-    for d in ("linear", "polynomial", "digits")
-    for m in ("linear", "mlp", "cnn")
-    for lo in ("mse", "cross_entropy")
-]
-
-
-@pytest.mark.parametrize(("data", "model", "loss"), COMBOS, ids=["-".join(c) for c in COMBOS])
-def test_every_data_model_loss_combination_trains_or_is_refused(cfg_factory, data, model, loss):
-    """The design card's matrix: cross-entropy needs classes, the CNN needs images; everything else trains."""
-    expect_ok = (loss != "cross_entropy" or data == "digits") and (model != "cnn" or data == "digits")
-    cfg = cfg_factory(
-        f"data={data}",
-        f"model={model}",
-        f"loss={loss}",
-        "debug=fdr",
-        "logger=none",
-        "callbacks=none",
-        "trainer=cpu",
-    )
-    if not expect_ok:
-        with pytest.raises(ConfigError):
-            build(cfg)
-        return
-    record = train(cfg)
-    assert record["status"] == "completed"
-    metric = "test/acc" if data == "digits" else "test/mse"
-    assert torch.isfinite(torch.tensor(record[metric])), record
 
 
 @pytest.mark.slow

@@ -86,7 +86,8 @@ def start_checkpoint(cfg: DictConfig, module: GDModule, output_dir: Path) -> str
     if resolved is None:
         return None
     setting, path = resolved
-    check_fits(module, load_checkpoint(path, setting), setting, cfg.model.get("_target_", "?"))
+    named = f"{setting}={cfg.get(setting)}"  # as typed: ckpt_path=<file> or resume=<run dir>
+    check_fits(module, load_checkpoint(path, setting), named, cfg.model.get("_target_", "?"))
     log.info("resuming from %s", path)
     return str(path)
 
