@@ -52,7 +52,15 @@ cmd="${1:-}"
 case "$cmd" in
   setup) setup ;;
   train) setup; exec "$VENV/bin/python" train.py "$@" ;;
-  test)  setup; exec "$VENV/bin/python" -m pytest "$@" ;;
+  # no arguments: the whole suite on every core, with coverage (report, then each module's floor); with
+  # arguments: plain pytest, e.g. `bash scripts/dev.sh test -m "not slow"` or `... test tests/test_optim.py`
+  test)
+    setup
+    if [ $# -eq 0 ]; then
+      "$VENV/bin/python" -m pytest -n auto --dist worksteal --cov --cov-report=term --cov-report=json:coverage.json
+      exec "$VENV/bin/python" scripts/coverage_floor.py coverage.json
+    fi
+    exec "$VENV/bin/python" -m pytest "$@" ;;
   lint)  setup; exec "$VENV/bin/ruff" check . ;;
   *) echo "usage: bash scripts/dev.sh {setup|train|test|lint} [args]" >&2; exit 2 ;;
 esac

@@ -34,6 +34,23 @@ def test_fast_checksums_are_tensorboards_own():
         assert tb_integration.fast_masked_crc32c(data) == masked_crc32c(data), size
 
 
+@pytest.mark.parametrize("missing", ["google_crc32c", "its C implementation"])
+def test_without_the_fast_checksum_tensorboard_keeps_its_own(monkeypatch, missing):
+    import sys
+    import types
+
+    from tensorboard.summary.writer import record_writer
+
+    own = record_writer.masked_crc32c
+    if missing == "google_crc32c":
+        monkeypatch.setitem(sys.modules, "google_crc32c", None)  # `import google_crc32c` raises ImportError
+    else:
+        monkeypatch.setitem(sys.modules, "google_crc32c", types.SimpleNamespace(implementation="python"))
+    monkeypatch.setattr(record_writer, "masked_crc32c", own)  # restored after the test either way
+    assert tb_integration.use_fast_checksums() is False
+    assert record_writer.masked_crc32c is own
+
+
 def test_event_files_written_with_fast_checksums_read_back_with_tensorboards_checks(tmp_path):
     from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
     from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import PyRecordReader_New
