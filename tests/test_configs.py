@@ -102,3 +102,33 @@ def test_every_option_of_the_other_groups_builds_what_it_names(tmp_path, group, 
     if group == "optimizer":
         assert type(the_optimizer(module)).__name__ == cfg.optimizer._target_.rsplit(".", 1)[1]
     assert isinstance(trainer, Trainer) and trainer.callbacks is not None
+
+
+@pytest.mark.parametrize("data", options("data"))
+def test_fractional_batch_limits_work_on_every_datamodule(tmp_path, caplog, data):
+    """Lightning users write `++trainer.limit_val_batches=0.1`; on a split of one batch that is less than one
+    batch, which Lightning refuses: gdlab takes one batch and says so."""
+    from gdlab.train import train
+
+    limits = [
+        "++trainer.limit_train_batches=0.5",
+        "++trainer.limit_val_batches=0.1",
+        "++trainer.limit_test_batches=0.1",
+    ]
+    fast = [
+        "trainer=cpu",
+        "logger=none",
+        "callbacks=minimal",
+        "trainer.max_epochs=1",
+    ]
+    cfg = make_cfg(
+        tmp_path / "run", f"data={data}", *fast, "data.batch_size=null", *limits, *tiny(tmp_path, data)
+    )
+    with caplog.at_level("INFO", logger="gdlab.factory"):
+        record = train(cfg)
+    assert record["status"] == "completed" and record["val/loss"] == record["val/loss"], record
+    said = [r.getMessage() for r in caplog.records if r.name == "gdlab.factory"]
+    assert said == [
+        f"trainer.limit_{split}_batches={fraction} of 1 batch is less than one batch: taking 1"
+        for split, fraction in (("train", 0.5), ("val", 0.1), ("test", 0.1))
+    ]

@@ -9,6 +9,7 @@ the pieces they compare exist.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -21,6 +22,8 @@ from omegaconf import DictConfig, OmegaConf
 from gdlab import validate
 from gdlab.errors import ConfigError, SettingError, first_line, show
 from gdlab.module import GDModule
+
+log = logging.getLogger(__name__)
 
 
 @contextmanager
@@ -72,9 +75,32 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, GDModule, L.Trainer]:
     callbacks = _build_group(cfg, "callbacks")
     loggers = _build_group(cfg, "logger")
     with building("trainer", cfg.trainer):
-        trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+        limits = at_least_one_batch(cfg, datamodule)
+        trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **limits)
     validate.check_world_size(cfg, datamodule, trainer)
     return datamodule, module, trainer
+
+
+def at_least_one_batch(cfg: DictConfig, datamodule: L.LightningDataModule) -> dict[str, int]:
+    """``trainer.limit_<split>_batches`` given as a fraction that leaves none of a small split's batches
+    (Lightning refuses ``0.1`` of 5 batches) becomes one batch, and the log says so: a fraction means
+    "about this share", on any datamodule."""
+    limits = {}
+    for split in ("train", "val", "test"):
+        key = f"limit_{split}_batches"
+        fraction = cfg.trainer.get(key)
+        loader = getattr(datamodule, f"{split}_dataloader", None)
+        if not (isinstance(fraction, float) and 0 < fraction < 1) or loader is None:
+            continue
+        try:
+            n_batches = len(loader())
+        except (TypeError, NotImplementedError):  # a loader without a length: Lightning decides
+            continue
+        if int(fraction * n_batches) < 1:
+            limits[key] = 1
+            of = f"{n_batches} batch" + ("es" if n_batches != 1 else "")
+            log.info("trainer.%s=%s of %s is less than one batch: taking 1", key, fraction, of)
+    return limits
 
 
 def _build_group(cfg: DictConfig, group: str) -> list[Any]:
