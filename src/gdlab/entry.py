@@ -120,10 +120,14 @@ def _run(hydra_main: Callable[[], Any]) -> None:
     except SweepIncomplete as incomplete:
         _exit_with(incomplete.message, hint=False)
     except KeyboardInterrupt:
-        # Ctrl+C outside Lightning's fit (which handles its own): metrics.json already says "interrupted".
+        # Ctrl+C: the run's metrics.json already says "interrupted" (train saves last.ckpt first); a sweep
+        # also gets the summary of its jobs so far.
         if verbose:
             raise
-        print("interrupted (Ctrl+C)", file=sys.stderr)
+        from gdlab.runs.sweep import close_interrupted
+
+        summary = close_interrupted()
+        print("interrupted (Ctrl+C)" + (f"; the sweep so far: {summary}" if summary else ""), file=sys.stderr)
         raise SystemExit(130) from None
     except Exception as err:  # the command line or the config, before any task ran
         if verbose:

@@ -58,6 +58,24 @@ def read_metrics(output_dir: str | os.PathLike) -> dict[str, Any]:
     return json.loads((Path(output_dir) / METRICS_FILE).read_text())
 
 
+STOPPED_NOTE = (
+    "stopped by Ctrl+C before it could record its step; resume=<run dir> continues from its last.ckpt"
+)
+
+
+def record_stopped(output_dir: str | os.PathLike, note: str) -> bool:
+    """Ctrl+C ended a run whose processes were gone before they could say so (a launcher's worker, or a
+    DDP rank stuck waiting for one that had stopped): its metrics.json still says ``running``, so record it
+    as ``interrupted`` with ``note``. True when it did."""
+    if not (Path(output_dir) / METRICS_FILE).is_file():
+        return False
+    record = read_metrics(output_dir)
+    if record.pop("status", None) != "running":
+        return False
+    write_metrics(output_dir, record, status="interrupted", note=note)
+    return True
+
+
 def earlier_attempts(output_dir: str | os.PathLike) -> list[dict[str, Any]]:
     """How each earlier attempt of a run ended (their metrics.json records, oldest first), for a resumed
     run to keep under ``"attempts"``: resuming never erases that a run diverged or failed."""

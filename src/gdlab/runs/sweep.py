@@ -23,7 +23,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from gdlab.runs.record import METRICS_FILE
+from gdlab.runs.record import METRICS_FILE, STOPPED_NOTE, record_stopped
 
 log = logging.getLogger(__name__)
 
@@ -378,12 +378,33 @@ class SweepIncomplete(SystemExit):
         self.message = message
 
 
+# The sweep this process is running (set when it starts), for :func:`close_interrupted` after Ctrl+C.
+_running_sweep: list[Path] = []
+
+
+def close_interrupted() -> Path | None:
+    """After Ctrl+C ended a sweep: a job still recorded as ``running`` was stopped before it could say so
+    (a launcher's worker ends with the command), so it is recorded as ``interrupted``; then the summary
+    of the jobs so far is written. Returns summary.md's path (None outside a sweep, or before any job)."""
+    if not _running_sweep or not _running_sweep[-1].is_dir():
+        return None
+    sweep_dir = _running_sweep[-1]
+    for job_dir in sorted(p for p in sweep_dir.iterdir() if p.is_dir()):
+        record_stopped(job_dir, STOPPED_NOTE)
+    summary = write_summary(sweep_dir)
+    return sweep_dir / "summary.md" if summary.jobs else None
+
+
 class SweepSummary(Callback):
     """Hydra callback: at the end of a multirun, write the summary into the sweep directory, and raise
-    :class:`SweepIncomplete` when a job did not complete (``fail_on_incomplete: false`` turns that off)."""
+    :class:`SweepIncomplete` when a job did not complete (``fail_on_incomplete: false`` turns that off).
+    A sweep ended by Ctrl+C gets its summary from :func:`close_interrupted`."""
 
     def __init__(self, fail_on_incomplete: bool = True) -> None:
         self.fail_on_incomplete = fail_on_incomplete
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _running_sweep.append(Path(config.hydra.sweep.dir))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
