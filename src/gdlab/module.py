@@ -74,7 +74,10 @@ class GDModule(FastPlainAttributes, L.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         self.flush_steps()
-        self.log_dict(self.train_metrics, on_step=False, on_epoch=True)
+        # A run resumed from a checkpoint taken at an epoch's last batch (Ctrl+C there) trains an empty
+        # remainder of that epoch: no batch, no train/* value (R2 of nothing would raise).
+        if any(metric.update_count for metric in self.train_metrics.values()):
+            self.log_dict(self.train_metrics, on_step=False, on_epoch=True)
 
     def on_train_end(self) -> None:
         self.flush_steps()  # a run stopped mid-epoch (max_steps, the divergence guard) writes its last steps

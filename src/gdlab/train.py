@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from omegaconf import DictConfig
 
 from gdlab.callbacks.guard import DivergenceGuard
@@ -96,9 +97,18 @@ def _save_interrupted(trainer: L.Trainer | None) -> None:
     """After Ctrl+C inside fit: write last.ckpt (where the LastCheckpoint callback keeps it)."""
     if trainer is None or not trainer.interrupted:
         return
+    if trainer.world_size > 1 and torch.distributed.is_initialized():
+        # Lightning's DDP has ended the other ranks after Ctrl+C; the barrier of its save would wait for
+        # them. Without the process group its barrier is a no-op and rank 0 writes the checkpoint alone
+        # (the weights are the same on every rank).
+        torch.distributed.destroy_process_group()
     for callback in trainer.callbacks:
         if isinstance(callback, LastCheckpoint):
-            callback.save(trainer)
+            try:
+                callback.save(trainer)
+            except Exception as err:  # the record of the interruption matters more than this save
+                log.warning("interrupted at step %d: could not save last.ckpt (%s)", trainer.global_step, err)
+                return
             log.info("interrupted at step %d: saved %s", trainer.global_step, callback.path)
 
 

@@ -13,6 +13,7 @@ Processes that torchrun or SLURM started (``creates_processes_externally``) trai
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -26,7 +27,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from gdlab.errors import RunError
-from gdlab.runs.record import METRICS_FILE, read_metrics, write_metrics
+from gdlab.runs.record import METRICS_FILE, STOPPED_NOTE, read_metrics, record_stopped, write_metrics
 from gdlab.runs.resume import override_key
 
 log = logging.getLogger(__name__)
@@ -111,13 +112,19 @@ def run_in_child(cfg: DictConfig) -> dict[str, Any]:
     try:
         code = child.wait()
     except KeyboardInterrupt:
-        # Ctrl+C: pass it on, and let the run save last.ckpt and record "interrupted" first.
-        _signal_group(child.pid, signal.SIGINT)
+        # Ctrl+C: pass it on to rank 0 (the child) only, and let the run save last.ckpt and record
+        # "interrupted" first. Lightning's rank 0 then ends the other ranks itself; a rank interrupted on its
+        # own could leave rank 0 waiting in a collective operation for it, for good.
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child.pid, signal.SIGINT)
         try:
             child.wait(timeout=60)
         except subprocess.TimeoutExpired:
             child.kill()
             child.wait()
+        _end_group(child.pid)
+        if not record_stopped(output_dir, STOPPED_NOTE) and not in_multirun():
+            raise SystemExit(130) from None  # the run's own process said "interrupted (Ctrl+C)"
         raise
     finally:
         _end_group(child.pid)
