@@ -136,5 +136,10 @@ def _run(hydra_main: Callable[[], Any]) -> None:
 
 
 def _exit_with(line: str, hint: bool = True) -> None:
-    print(f"error: {line}{VERBOSE_HINT if hint else ''}", file=sys.stderr)
+    from gdlab.runs.record import is_rank_zero
+
+    if is_rank_zero():  # a DDP run's other ranks fail with it: rank 0's line is the run's one line
+        print(f"error: {line}{VERBOSE_HINT if hint else ''}", file=sys.stderr)
+    else:
+        logging.getLogger(__name__).error(line)  # in that rank's own log file
     raise SystemExit(1) from None
