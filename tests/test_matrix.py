@@ -103,7 +103,7 @@ def _run(root: Path, args: list[str], interrupt: bool) -> tuple[int, str]:
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as a terminal: Ctrl+C works
     )
     if interrupt:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 300  # DDP jobs start three interpreters
         while not _long_job_training_alone(root):
             assert proc.poll() is None and time.monotonic() < deadline, "the long job never trained an epoch"
             time.sleep(0.2)

@@ -156,10 +156,13 @@ def describe(err: BaseException) -> str:
     ours = next((e for e in _chain(err, context=True) if isinstance(e, (ConfigError, RunError))), None)
     if ours is not None:
         return first_line(ours)
+    missing = next((e for e in _chain(err, context=True) if isinstance(e, MissingMandatoryValue)), None)
+    if missing is not None:
+        # OmegaConf's "Missing mandatory value: <key>" (its full_key is not set on every path that raises it)
+        name = getattr(missing, "full_key", None) or first_line(missing).rpartition(": ")[2]
+        return f"{name} is required: pass {name}=<value> on the command line"
     cause = _chain(err)[-1]
     key = getattr(cause, "full_key", None)
-    if isinstance(cause, MissingMandatoryValue) and key:
-        return f"{key} is required: pass {key}=<value> on the command line"
     if isinstance(cause, ValidationError):
         return f"{key}: {first_line(cause)}: pass a value of the right type" if key else first_line(cause)
     if isinstance(cause, (ConfigKeyError, AttributeError)) and "not in struct" in str(cause):
