@@ -141,7 +141,7 @@ CASES = [
      r"^data\.path=.*text\.csv: Invalid path: line 3, column 'b' of text\.csv holds 'oops', not a number"),
     ("empty-cell", ["data.path={tmp}/empty_cell.csv"], r"^data\.path=.*: Invalid path: line 3, column 'b' .* is empty"),
     ("nan", ["data.path={tmp}/nan.csv"],
-     r"^data\.path=.*: Invalid path: line 3, column 'b' of nan\.csv is nan .*fill or drop the rows"),
+     r"^data\.path=.*: Invalid path: line 3, column 'b' of nan\.csv is nan: fill or drop the rows"),
     ("ragged", ["data.path={tmp}/ragged.csv"], r"^data\.path=.*: Invalid path: line 3 of ragged\.csv has 2 cells"),
     ("too-few-rows", ["data.path={tmp}/short.csv"], r"^data\.path=.*: Invalid path: short\.csv has 3 rows, too few"),
     ("path-required", [], r"^data\.path is required: pass data\.path=<value>"),

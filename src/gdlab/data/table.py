@@ -250,8 +250,8 @@ class TableDataModule(InMemoryDataModule):
             raise ArgumentError(
                 "path",
                 f"Invalid path: {'row' if table.first_line == 0 else 'line'} {table.first_line + i}, column "
-                f"{table.label(col)} of {table.source} is {values[i, j]} ({len(bad)} such cells): fill or drop "
-                "the rows with missing values",
+                f"{table.label(col)} of {table.source} is {values[i, j]}: fill or drop the rows with missing values "
+                f"({len(bad)} cell{'s' if len(bad) > 1 else ''} in all)",
             )
         x, y = values[:, :-1], values[:, -1]
         try:
@@ -259,8 +259,11 @@ class TableDataModule(InMemoryDataModule):
         except ArgumentError as err:
             if err.argument != "n_samples":
                 raise
+            n_val, n_test = round(len(values) * self.val_fraction), round(len(values) * self.test_fraction)
             raise ArgumentError(
-                "path", f"Invalid path: {table.source} has {len(values)} rows, too few for the splits ({err})"
+                "path",
+                f"Invalid path: {table.source} has {len(values)} rows, too few for the splits (train="
+                f"{len(values) - n_val - n_test}, val={n_val}, test={n_test}; each needs >= 2)",
             ) from None
         self._task = self.infer_task(y, table.label(y_col))
         if self._task == "classification":
