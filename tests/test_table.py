@@ -116,7 +116,7 @@ def _bad_files(tmp: Path) -> dict[str, Path]:
     for name, text in {
         "text.csv": "a,b,y\n1,2,3\n4,oops,6\n1,1,1\n2,2,2\n3,3,3\n",
         "empty_cell.csv": "a,b,y\n1,2,3\n4,,6\n1,1,1\n",
-        "nan.csv": "a,b,y\n1,2,3\n4,nan,6\n1,1,1\n",
+        "nan.csv": "a,b,y\n1,2,3\n\n4,nan,6\n1,1,1\n",  # a blank line: still counted in the line number
         "short.csv": "a,b,y\n1,2,3\n4,5,6\n1,1,1\n",
         "ragged.csv": "a,b,y\n1,2,3\n4,5\n",
         "numbers.csv": "1,2,3\n4,5,6\n",
@@ -141,7 +141,7 @@ CASES = [
      r"^data\.path=.*text\.csv: Invalid path: line 3, column 'b' of text\.csv holds 'oops', not a number"),
     ("empty-cell", ["data.path={tmp}/empty_cell.csv"], r"^data\.path=.*: Invalid path: line 3, column 'b' .* is empty"),
     ("nan", ["data.path={tmp}/nan.csv"],
-     r"^data\.path=.*: Invalid path: line 3, column 'b' of nan\.csv is nan: fill or drop the rows"),
+     r"^data\.path=.*: Invalid path: line 4, column 'b' of nan\.csv is nan: fill or drop the rows"),
     ("ragged", ["data.path={tmp}/ragged.csv"], r"^data\.path=.*: Invalid path: line 3 of ragged\.csv has 2 cells"),
     ("too-few-rows", ["data.path={tmp}/short.csv"], r"^data\.path=.*: Invalid path: short\.csv has 3 rows, too few"),
     ("path-required", [], r"^data\.path is required: pass data\.path=<value>"),

@@ -31,9 +31,14 @@ TASKS = ("regression", "classification")
 class Table:
     """The numbers of a file as a ``(rows, columns)`` float64 array, with column names where it has them."""
 
-    def __init__(self, values: np.ndarray, names: list[str] | None, source: str, first_line: int) -> None:
+    def __init__(
+        self, values: np.ndarray, names: list[str] | None, source: str, lines: list[int] | None = None
+    ) -> None:
         self.values, self.names, self.source = values, names, source
-        self.first_line = first_line  # what the first row is called in messages: its line, or 0 for arrays
+        self.lines = lines  # each row's line in a text file (for messages); None: rows counted from 0
+
+    def where(self, row: int) -> str:
+        return f"row {row}" if self.lines is None else f"line {self.lines[row]}"
 
     def column(self, key: int | str, argument: str) -> int:
         """The position of column ``key`` (a name from the header, or an index; negative counts from the end)."""
@@ -75,19 +80,21 @@ def _is_number(cell: str) -> bool:
 def read_csv(path: Path, header: bool | None, delimiter: str) -> Table:
     """A csv file's cells as floats; ``header=None``: the first row is a header if a cell of it is no number."""
     with path.open(newline="", encoding="utf-8-sig") as f:
-        rows = [row for row in csv.reader(f, delimiter=delimiter) if any(cell.strip() for cell in row)]
+        reader = csv.reader(f, delimiter=delimiter)
+        numbered = [(reader.line_num, row) for row in reader if any(cell.strip() for cell in row)]
+    lines, rows = [n for n, _ in numbered], [row for _, row in numbered]
     if not rows:
         raise ArgumentError("path", f"Invalid path: {path.name} is empty (no rows)")
     if header is None:
         header = not all(_is_number(cell) for cell in rows[0])
     names = [cell.strip() for cell in rows[0]] if header else None
-    body, first_line = (rows[1:], 2) if header else (rows, 1)
+    body, lines = (rows[1:], lines[1:]) if header else (rows, lines)
     width = len(rows[0])
     for i, row in enumerate(body):
         if len(row) != width:
             raise ArgumentError(
                 "path",
-                f"Invalid path: line {first_line + i} of {path.name} has {len(row)} cells, the first row {width} "
+                f"Invalid path: line {lines[i]} of {path.name} has {len(row)} cells, the first row {width} "
                 f"(is data.delimiter={delimiter!r} right?)",
             )
     cells = np.array([[cell.strip() for cell in row] for row in body], dtype=str).reshape(len(body), width)
@@ -95,16 +102,14 @@ def read_csv(path: Path, header: bool | None, delimiter: str) -> Table:
         values = cells.astype(np.float64)
     except ValueError:
         values = None
-    table = Table(
-        values if values is not None else np.empty((len(body), width)), names, path.name, first_line
-    )
+    table = Table(values if values is not None else np.empty((len(body), width)), names, path.name, lines)
     if values is None:  # find the first cell that is not a number, to name it
         for i, j in np.ndindex(cells.shape):
             if cells[i, j] == "" or not _is_number(cells[i, j]):
                 what = "is empty" if cells[i, j] == "" else f"holds {str(cells[i, j])!r}, not a number"
                 raise ArgumentError(
                     "path",
-                    f"Invalid path: line {first_line + i}, column {table.label(j)} of {path.name} {what} "
+                    f"Invalid path: {table.where(i)}, column {table.label(j)} of {path.name} {what} "
                     "(every cell must be a number: fill it, or leave the column out with data.features)",
                 )
     return table
@@ -130,7 +135,7 @@ def read_arrays(path: Path) -> Table:
                 "path",
                 f"Invalid path: {path.name} holds an array of shape {values.shape}; it must be 2-d (rows, columns)",
             )
-        table = Table(_numeric(values, path.name), None, path.name, 0)
+        table = Table(_numeric(values, path.name), None, path.name)
     else:  # named arrays: each 1-d array is one column, each 2-d array as many columns as it has
         names, columns = [], []
         for name, array in arrays.items():
@@ -142,7 +147,7 @@ def read_arrays(path: Path) -> Table:
                 "path",
                 f"Invalid path: the arrays in {path.name} have different lengths; each row is a sample",
             )
-        table = Table(_numeric(np.concatenate(columns, axis=1), path.name), names, path.name, 0)
+        table = Table(_numeric(np.concatenate(columns, axis=1), path.name), names, path.name)
     return table
 
 
@@ -249,7 +254,7 @@ class TableDataModule(InMemoryDataModule):
             col = [*x_cols, y_col][j]
             raise ArgumentError(
                 "path",
-                f"Invalid path: {'row' if table.first_line == 0 else 'line'} {table.first_line + i}, column "
+                f"Invalid path: {table.where(i)}, column "
                 f"{table.label(col)} of {table.source} is {values[i, j]}: fill or drop the rows with missing values "
                 f"({len(bad)} cell{'s' if len(bad) > 1 else ''} in all)",
             )
