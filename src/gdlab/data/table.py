@@ -208,7 +208,7 @@ class TableDataModule(InMemoryDataModule):
         if not path:
             raise ArgumentError("path", "Invalid path: empty (give the .csv, .npy or .npz file to train on)")
         split_sizes(1000, val_fraction, test_fraction)  # the fractions' own checks, before the file is read
-        self.path, self.target, self.features_ = Path(path).expanduser(), target, features
+        self.path, self.target, self.feature_columns = Path(path).expanduser(), target, features
         self.requested_task, self.header, self.delimiter = task, header, delimiter
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
         self.standardize = standardize
@@ -230,17 +230,17 @@ class TableDataModule(InMemoryDataModule):
             )
         if path.suffix.lower() != ".csv":
             return read_arrays(path)
-        named = isinstance(self.target, str) or any(isinstance(f, str) for f in self.features_ or ())
+        named = isinstance(self.target, str) or any(isinstance(f, str) for f in self.feature_columns or ())
         return read_csv(path, True if named and self.header is None else self.header, self.delimiter)
 
     def load(self) -> None:
         """Read the file once: choose the columns, check the values, infer the task, shuffle and split."""
         table = self.read()
         y_col = table.column(self.target, "target")
-        if self.features_ is None:
+        if self.feature_columns is None:
             x_cols = [c for c in range(table.values.shape[1]) if c != y_col]
         else:
-            x_cols = [table.column(f, "features") for f in self.features_]
+            x_cols = [table.column(f, "features") for f in self.feature_columns]
         if not x_cols or y_col in x_cols:
             raise ArgumentError(
                 "features",
