@@ -54,6 +54,7 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, GDModule, L.Trainer]:
     with building("data", cfg.data):
         datamodule = instantiate(cfg.data)
         datamodule.setup("fit")
+    validate.check_datamodule(cfg, datamodule)
     validate.check_data_model_loss(cfg, datamodule)
     with building("model", cfg.model):
         net = instantiate(cfg.model, input_shape=datamodule.input_shape, num_outputs=datamodule.num_outputs)

@@ -151,6 +151,8 @@ def check_argument_types(key: str, node: Any) -> None:
         name = str(name)
         if name.startswith("_") or name not in hints or name not in params:
             continue
+        if OmegaConf.is_missing(node, name):  # ??? in the config: a value only the user can give
+            raise ConfigError(f"{key}.{name} is required: pass {key}.{name}=<value> on the command line")
         value = node.get(name)
         if isinstance(value, DictConfig) and "_target_" in value:
             continue  # built by Hydra itself
@@ -287,6 +289,43 @@ def options(group: str, fits: Any) -> str:
             if cls is not None and fits(cls):
                 names.append(entry.name.removesuffix(".yaml"))
     return f"{group}={'|'.join(names)}" if names else f"another {group}"
+
+
+CONTRACT_DOC = "docs/extending.md, section 'The datamodule contract'"
+TASKS = ("regression", "classification")
+
+
+def check_datamodule(cfg: DictConfig, datamodule: Any) -> None:
+    """What every datamodule must tell the module, checked once here: ``task``, ``input_shape`` (one
+    sample's shape) and ``num_outputs``. A datamodule of the user's own that lacks one fails in one line
+    naming it and the guide's section (instead of an AttributeError somewhere in the module)."""
+    name = f"{choice(cfg, 'data')} ({type(datamodule).__name__})"
+    rules = (
+        ("task", lambda v: v in TASKS, "one of " + ", ".join(TASKS)),
+        (
+            "input_shape",
+            lambda v: (
+                isinstance(v, (tuple, list, torch.Size))
+                and len(v) > 0
+                and all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in v)
+            ),
+            "one sample's shape as a tuple of positive ints, e.g. (5,) or (1, 28, 28)",
+        ),
+        (
+            "num_outputs",
+            lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
+            "a positive int (the target width for regression, the class count for classification)",
+        ),
+    )
+    for attr, ok, what in rules:
+        try:
+            value = getattr(datamodule, attr)
+        except AttributeError:
+            raise ConfigError(
+                f"{name} does not tell the module its {attr} ({what}): see {CONTRACT_DOC}"
+            ) from None
+        if not ok(value):
+            raise ConfigError(f"{name} gives {attr}={value!r}, which must be {what}: see {CONTRACT_DOC}")
 
 
 def check_data_model_loss(cfg: DictConfig, datamodule: Any) -> None:

@@ -7,6 +7,7 @@ from gdlab.data.images import ImageDataModule
 from gdlab.data.linear import LinearDataModule
 from gdlab.data.mnist import FashionMNISTDataModule, MNISTDataModule
 from gdlab.data.polynomial import PolynomialDataModule
+from gdlab.data.table import TableDataModule
 
 __all__ = [
     "DigitsDataModule",
@@ -17,4 +18,5 @@ __all__ = [
     "LinearDataModule",
     "MNISTDataModule",
     "PolynomialDataModule",
+    "TableDataModule",
 ]
