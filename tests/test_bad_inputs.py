@@ -109,6 +109,10 @@ CASES = [
     ("paths.root=", "paths.root", []),
     ("data=mnist paths.data_dir=", "paths.data_dir", []),
     ("paths.root=a_file/x", "paths.root", []),
+    ("data=csv", "data.path", []),
+    ("data=csv data.path=nope.csv", "data.path", []),
+    ("data=csv data.path=houses.csv data.target=prize", "data.target", []),
+    ("data=csv data.path=text.csv", "data.path", []),  # a cell that is not a number
     ("ckpt_path=nope.ckpt", "ckpt_path", []),
     ("ckpt_path=garbage.ckpt", "ckpt_path", []),
     (f"model=mlp ckpt_path={LINEAR_CKPT}", "ckpt_path", []),
@@ -133,6 +137,8 @@ def test_bad_input_is_one_documented_line_naming_the_setting_and_its_value(
     (tmp_path / "a_file").write_text("a file where a directory should be")
     (tmp_path / "garbage.ckpt").write_bytes(b"\x00not a checkpoint")
     (tmp_path / "data" / "mnist").mkdir(parents=True)
+    (tmp_path / "houses.csv").write_text("area,rooms,age,price\n" + "50,2,10,100\n" * 20)
+    (tmp_path / "text.csv").write_text("area,rooms,age,price\n50,2,10,100\n60,3,n/a,120\n")
     if "{corrupt}" in extra:
         _corrupt(tmp_path / "data" / "mnist")
     args = shown.replace(LINEAR_CKPT, str(linear_ckpt)).split()

@@ -4,7 +4,6 @@ on numpy's least squares, and every bad file is one line naming the setting."""
 from __future__ import annotations
 
 import json
-import re
 import sys
 from pathlib import Path
 
@@ -126,39 +125,35 @@ def _bad_files(tmp: Path) -> dict[str, Path]:
     return files
 
 
+# (id, overrides, the setting the line starts with, the facts it must state: the culprit's value, its place)
 CASES = [
-    ("missing-file", ["data.path={tmp}/nope.csv"], r"^data\.path=.*nope\.csv: No such file: '.*nope\.csv'"),
-    ("suffix", ["data.path={tmp}/t.txt"], r"^data\.path=.*t\.txt: Invalid path: t\.txt is not a \.csv"),
-    ("missing-column", ["data.path={tmp}/short.csv", "data.target=price"],
-     r"^data\.target=price: Invalid target: 'price' is not a column of short\.csv \(its columns: a, b, y\)"),
-    ("missing-feature", ["data.path={tmp}/short.csv", "data.target=y", "data.features=[a,c]"],
-     r"^data\.features=\[\"a\", \"c\"\]: Invalid features: 'c' is not a column"),
-    ("name-without-header", ["data.path={tmp}/numbers.csv", "data.target=y"],
-     r"^data\.target=y: Invalid target: 'y' is not a column of numbers\.csv \(its columns: 1, 2, 3\)"),
-    ("index-out-of-range", ["data.path={tmp}/short.csv", "data.target=5"],
-     r"^data\.target=5: Invalid target: column 5 is not in short\.csv, which has 3 columns"),
-    ("non-numeric", ["data.path={tmp}/text.csv"],
-     r"^data\.path=.*text\.csv: Invalid path: line 3, column 'b' of text\.csv holds 'oops', not a number"),
-    ("empty-cell", ["data.path={tmp}/empty_cell.csv"], r"^data\.path=.*: Invalid path: line 3, column 'b' .* is empty"),
-    ("nan", ["data.path={tmp}/nan.csv"],
-     r"^data\.path=.*: Invalid path: line 4, column 'b' of nan\.csv is nan: fill or drop the rows"),
-    ("ragged", ["data.path={tmp}/ragged.csv"], r"^data\.path=.*: Invalid path: line 3 of ragged\.csv has 2 cells"),
-    ("too-few-rows", ["data.path={tmp}/short.csv"], r"^data\.path=.*: Invalid path: short\.csv has 3 rows, too few"),
-    ("path-required", [], r"^data\.path is required: pass data\.path=<value>"),
-    ("bad-task", ["data.path={tmp}/short.csv", "data.task=ranking"], r"^data\.task=ranking: Invalid task: 'ranking'"),
+    ("missing-file", ["data.path={tmp}/nope.csv"], "data.path", ["nope.csv"]),
+    ("suffix", ["data.path={tmp}/t.txt"], "data.path", ["t.txt", ".csv"]),
+    ("missing-column", ["data.path={tmp}/short.csv", "data.target=price"], "data.target", ["'price'", "a, b, y"]),
+    ("missing-feature", ["data.path={tmp}/short.csv", "data.target=y", "data.features=[a,c]"], "data.features", ["'c'"]),
+    ("name-without-header", ["data.path={tmp}/numbers.csv", "data.target=y"], "data.target", ["'y'", "1, 2, 3"]),
+    ("index-out-of-range", ["data.path={tmp}/short.csv", "data.target=5"], "data.target", ["5", "3 columns"]),
+    ("non-numeric", ["data.path={tmp}/text.csv"], "data.path", ["line 3", "'b'", "'oops'"]),
+    ("empty-cell", ["data.path={tmp}/empty_cell.csv"], "data.path", ["line 3", "'b'", "empty"]),
+    ("nan", ["data.path={tmp}/nan.csv"], "data.path", ["line 4", "'b'", "nan"]),  # the blank line counts
+    ("ragged", ["data.path={tmp}/ragged.csv"], "data.path", ["line 3", "2 cells"]),
+    ("too-few-rows", ["data.path={tmp}/short.csv"], "data.path", ["3 rows"]),
+    ("path-required", [], "data.path", ["required"]),
+    ("bad-task", ["data.path={tmp}/short.csv", "data.task=ranking"], "data.task", ["'ranking'"]),
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize(("overrides", "match"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_a_bad_table_is_one_line_naming_the_setting(tmp_path, overrides, match):
-    """Built as train.py builds (factory.build), described as train.py prints errors (errors.describe)."""
+@pytest.mark.parametrize(("overrides", "setting", "facts"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_a_bad_table_is_one_line_naming_the_setting(tmp_path, overrides, setting, facts):
+    """Built as train.py builds (factory.build), described as train.py prints errors (errors.describe); the
+    wording itself is docs/errors.md's (tests/test_bad_inputs.py checks the rows shown there)."""
     _bad_files(tmp_path)
     (tmp_path / "t.txt").write_text("1,2\n")
     cfg = make_cfg(tmp_path / "out", "data=csv", *(o.format(tmp=tmp_path) for o in overrides), *FAST)
     with pytest.raises(Exception) as info:
         build(cfg)
     line = describe(info.value)
-    assert "\n" not in line and re.search(match, line), line
+    assert "\n" not in line and line.startswith(setting) and all(fact in line for fact in facts), line
 
 
 def test_from_the_command_line_one_line_and_exit_status_1(monkeypatch, capsys, tmp_path):
