@@ -33,6 +33,7 @@ TINY_DATA = {
     "digits": [],
     "mnist": ["data.download=false", "data.data_dir={mnist}"],
     "fashion_mnist": ["data.download=false", "data.data_dir={mnist}"],
+    "csv": ["data.path={table}"],
 }
 IMAGES = {"digits", "mnist", "fashion_mnist"}  # classification data of images (C, H, W)
 
@@ -41,7 +42,9 @@ def tiny(tmp_path: Path, data: str) -> list[str]:
     assert data in TINY_DATA, f"data={data}: add tiny overrides for it to TINY_DATA in {__file__}"
     if not (tmp_path / "mnist").exists():
         fake_mnist(tmp_path / "mnist", gz=False)  # uncompressed: no checksum needed
-    return [o.format(mnist=tmp_path / "mnist") for o in TINY_DATA[data]]
+        rows = (f"{i % 7},{i % 5},{0.5 * i - 1}" for i in range(40))
+        (tmp_path / "table.csv").write_text("a,b,y\n" + "\n".join(rows) + "\n")
+    return [o.format(mnist=tmp_path / "mnist", table=tmp_path / "table.csv") for o in TINY_DATA[data]]
 
 
 def the_optimizer(module) -> torch.optim.Optimizer:
