@@ -47,8 +47,8 @@ def figure(
         color="C2",
         label=f"lr x lambda_min = {lr * lambda_min:.3g}",
     )
-    left.set_xlabel("distance to the optimum ||theta_t - theta*||")
-    left.set_ylabel("step ||theta_{t+1} - theta_t||")
+    left.set_xlabel("distance to the optimum ||theta(t) - theta*||")
+    left.set_ylabel("step size ||theta(t+1) - theta(t)||")
     left.legend(fontsize=7)
     left.grid(True, which="both", alpha=0.3)
     ratio = u / d.clip(min=1e-300)
