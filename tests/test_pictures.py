@@ -50,7 +50,7 @@ def _images(run_dir):
     return {tag: [e.step for e in events.Images(tag)] for tag in events.Tags()["images"]}
 
 
-def test_one_feature_run_draws_fit_and_landscape(cfg_factory, tmp_path):
+def test_one_feature_run_draws_fit_landscape_and_steps(cfg_factory, tmp_path):
     cfg = cfg_factory(
         "experiment=lecture", "trainer=cpu", "trainer.max_epochs=5", "callbacks.pictures.every_n_epochs=2"
     )
@@ -59,11 +59,15 @@ def test_one_feature_run_draws_fit_and_landscape(cfg_factory, tmp_path):
     pngs = sorted(p.name for p in (tmp_path / "plots").glob("*.png"))
     assert pngs == [
         f"{kind}_{label}.png"
-        for kind in ("fit", "landscape")
+        for kind in ("fit", "landscape", "steps")
         for label in ("epoch0002", "epoch0004", "final")
     ]
     # every N epochs and at the end (step 5), the same pictures in TensorBoard's Images tab
-    assert _images(tmp_path) == {"pictures/fit": [2, 4, 5], "pictures/landscape": [2, 4, 5]}
+    assert _images(tmp_path) == {
+        "pictures/fit": [2, 4, 5],
+        "pictures/landscape": [2, 4, 5],
+        "pictures/steps": [2, 4, 5],
+    }
     from matplotlib.image import imread
 
     image = imread(tmp_path / "plots" / "landscape_final.png")

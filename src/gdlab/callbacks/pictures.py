@@ -3,7 +3,8 @@
 What is drawn depends on what the run is, found out at fit start:
 - regression on 1 input feature: the training data and the model's current line or curve;
 - the 2-parameter linear model (1 feature + bias) on MSE: the loss landscape over ``(w, b)`` with
-  the gradient-descent path and the least-squares optimum;
+  the gradient-descent path and the least-squares optimum, and the steps' sizes against the distance
+  to the optimum with their bounds ``lr lambda_min`` and ``lr lambda_max`` (:mod:`gdlab.lessons.step_sizes`);
 - classification: the confusion matrix on the validation split.
 Anything else: nothing (and no per-step cost).
 """
@@ -61,7 +62,7 @@ class DescentPictures(L.Callback):
         view = linear_view(trainer, pl_module)
         if view is not None and view.bias is not None and view.weight.numel() == 1:
             self._view = view
-            self._kinds.append("landscape")
+            self._kinds += ["landscape", "steps"]
             self._path.append(self._theta())
         if task == "classification" and "val" in splits:
             self._kinds.append("confusion")
@@ -119,6 +120,23 @@ class DescentPictures(L.Callback):
         lr = float(trainer.optimizers[0].param_groups[0]["lr"])
         return figures.draw_landscape(
             ref, path, f"{title}\nlr = {lr:g} = {lr / ref.critical_lr:.2f} x critical ({ref.critical_lr:.3g})"
+        )
+
+    def _draw_steps(self, trainer: L.Trainer, pl_module: L.LightningModule, title: str):
+        from gdlab.lessons import step_sizes
+
+        self._path = [torch.cat(self._path)]
+        ref = self._view.reference
+        optimum = torch.cat([ref.w.reshape(1), ref.b.reshape(1)])
+        updates, distances = step_sizes.step_sizes(self._path[0].cpu(), optimum)
+        lr = float(trainer.optimizers[0].param_groups[0]["lr"])
+        return step_sizes.figure(
+            updates,
+            distances,
+            lr,
+            ref.lambda_min,
+            ref.lambda_max,
+            f"{title}: steps shrink with the distance (lr = {lr:g})",
         )
 
     def _draw_confusion(self, trainer: L.Trainer, pl_module: L.LightningModule, title: str):

@@ -124,6 +124,15 @@ def _output_subdir(resume: Any, ckpt_path: Any) -> str | None:
     return None if resuming(resume, ckpt_path) else ".hydra"
 
 
+def _lr(regime: Any, data: Any) -> float:
+    """``optimizer.lr`` from a learning-rate regime (``0.5c``, ``optimal``, a rate) and the data's spectrum."""
+    from hydra.utils import instantiate
+
+    from gdlab.lessons.lr_regimes import learning_rate
+
+    return learning_rate(regime, instantiate(data).closed_form())
+
+
 register_missing_plugins()
 for _name, _resolver in (
     ("gdlab_run_dir", _run_dir),
@@ -131,6 +140,7 @@ for _name, _resolver in (
     ("gdlab_root", _root),
     ("gdlab_job_name", _job_name),
     ("gdlab_output_subdir", _output_subdir),
+    ("gdlab_lr", _lr),
 ):
     if not OmegaConf.has_resolver(_name):
         OmegaConf.register_new_resolver(_name, _resolver, use_cache=_name == "gdlab_run_dir")
