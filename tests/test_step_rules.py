@@ -3,6 +3,7 @@ judged against the right stability bound; early stopping is a result; a sweep ov
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -218,3 +219,32 @@ def test_a_sweep_over_optimizers_writes_one_summary_comparing_them(tmp_path, mon
     assert "| optimizer | seeds | status | train/loss | val/loss | test/loss |" in md
     rows = [line for line in md.splitlines() if line.startswith(("| sgd ", "| momentum ", "| adam "))]
     assert len(rows) == 3 and all("| completed 1 |" in row for row in rows)
+
+
+def test_the_guard_states_when_a_schedule_takes_the_lr_across_the_critical_one(tmp_path, caplog):
+    """The lecture problem (critical lr 0.9507), warmed up from 0.1 to 1.2: below at the start, above at the
+    end of the warm-up, and the divergence is blamed on the lr of that moment."""
+    caplog.set_level("INFO")
+    record = train(
+        make_cfg(
+            tmp_path,
+            "experiment=lecture",
+            "optimizer.lr=1.2",
+            "scheduler=warmup_cosine",
+            "scheduler.warmup_epochs=3",
+            "trainer.max_epochs=200",  # the cosine stays above critical for about 60 epochs
+            "callbacks.pictures=null",
+            "logger=none",
+            "log_flush_steps=1",
+        )
+    )
+    assert (
+        "optimizer.lr = 0.12 = 0.13 x critical lr 0.9507 (2/lambda_max): full-batch GD converges"
+        in caplog.text
+    )
+    crossed = [r.message for r in caplog.records if r.levelname == "WARNING" and "diverges" in r.message]
+    assert crossed and re.match(
+        r"optimizer.lr = 1.2\d* = 1.26 x critical lr 0.9507 \(2/lambda_max\)", crossed[0]
+    )
+    assert record["status"] == "diverged"  # blamed on the lr of its step, past the warm-up's peak:
+    assert re.search(r"optimizer.lr = 1.1\d* = 1.2\d x critical lr 0.9507", record["error"])
