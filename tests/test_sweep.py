@@ -168,3 +168,22 @@ def test_a_fast_dev_run_is_recorded_as_debug(tmp_path):
     on_disk = json.loads((tmp_path / "metrics.json").read_text())
     assert record["status"] == on_disk["status"] == "completed" and on_disk["debug"] == "fast_dev_run"
     assert not (tmp_path / "checkpoints" / "last.ckpt").exists()  # so resume=last never picks it
+
+
+def test_early_stopped_jobs_are_results_not_failures(tmp_path):
+    jobs = [
+        (["optimizer=sgd"], {"status": "completed", "val/loss": 1.0}),
+        (
+            ["optimizer=adam"],
+            {"status": "stopped_early", "val/loss": 0.5, "reason": "early stopping after 3"},
+        ),
+    ]
+    summary = summarize(make_sweep(tmp_path, jobs))
+    assert [(r["optimizer"], r["status"], r["val/loss mean"]) for r in summary.rows] == [
+        ("adam", "stopped_early 1", 0.5),
+        ("sgd", "completed 1", 1.0),
+    ]
+    assert summary.failed_jobs == []  # the sweep exits 0
+    assert "did not complete" not in summary_title(summary)
+    fig = summary_figure(summary)
+    assert not [line for ax in fig.axes for line in ax.get_lines() if line.get_marker() == "x"]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import errno
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -60,7 +61,7 @@ def _setting_line(key: str, node: Mapping[str, Any] | None, cause: BaseException
     message = first_line(cause)
     argument = getattr(cause, "argument", None)
     if argument is None and node is not None:
-        argument = quoted_argument(node, message)
+        argument = quoted_argument(node, message) or worded_argument(node, message)
     if argument is not None:
         if node is not None and argument in node:
             return f"{key}.{argument}={show(_get(node, argument))}: {message}"
@@ -98,6 +99,22 @@ def quoted_argument(node: Mapping[str, Any], message: str) -> str | None:
         if (value != "" and f"{name}={value}" in message) or quoted:
             found.append(str(name))
     return found[0] if len(found) == 1 else None
+
+
+# torch.optim names the argument in words: "Invalid learning rate: -1", "Invalid beta parameter at index 1: 2".
+_TORCH_WORDS = {"learning rate": "lr", "epsilon": "eps", "beta": "betas"}
+_INVALID = re.compile(r"^Invalid ([\w ]+?)(?: value| parameter)?(?: at index \d+)?: ")
+
+
+def worded_argument(node: Mapping[str, Any], message: str) -> str | None:
+    """The argument of ``node`` that an ``Invalid <argument in words>: <value>`` message (torch's optimizers'
+    wording) is about, when ``node`` sets it."""
+    match = _INVALID.match(message)
+    if match is None:
+        return None
+    words = match.group(1)
+    name = _TORCH_WORDS.get(words, words)
+    return name if name in node else None
 
 
 def _get(node: Mapping[str, Any], key: str) -> Any:

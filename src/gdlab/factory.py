@@ -63,11 +63,14 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, GDModule, L.Trainer]:
         loss_fn = instantiate(cfg.loss)
     with building("optimizer", cfg.optimizer):
         optimizer = instantiate(cfg.optimizer)
-        optimizer(net.parameters())  # the factory's arguments are checked now, not inside fit
+        probe = optimizer(net.parameters())  # the factory's arguments are checked now, not inside fit
+    scheduler, schedule = _build_scheduler(cfg, probe)
     module = GDModule(
         net=net,
         loss_fn=loss_fn,
         optimizer=optimizer,
+        scheduler=scheduler,
+        schedule=schedule,
         task=datamodule.task,
         num_outputs=datamodule.num_outputs,
         config=OmegaConf.to_container(cfg, resolve=True),
@@ -102,6 +105,29 @@ def at_least_one_batch(cfg: DictConfig, datamodule: L.LightningDataModule) -> di
             of = f"{n_batches} batch" + ("es" if n_batches != 1 else "")
             log.info("trainer.%s=%s of %s is less than one batch: taking 1", key, fraction, of)
     return limits
+
+
+# Keys of a scheduler node that are Lightning's (how the schedule is stepped), not the scheduler's arguments.
+SCHEDULE_KEYS = ("interval", "frequency", "monitor")
+
+
+def _build_scheduler(cfg: DictConfig, optimizer: Any) -> tuple[Any, dict[str, Any]]:
+    """The scheduler factory (None for a constant lr) and Lightning's scheduler-dict keys of ``cfg.scheduler``;
+    the factory is called once on ``optimizer`` (a throwaway one) so bad arguments fail now."""
+    node = cfg.get("scheduler")
+    if not node:
+        return None, {}
+    if not (isinstance(node, DictConfig) and "_target_" in node):
+        raise ConfigError(
+            f"scheduler={show(OmegaConf.to_container(node) if OmegaConf.is_config(node) else node)} is not a "
+            "schedule: pick one of conf/scheduler/ (e.g. scheduler=cosine), or scheduler=none"
+        )
+    resolved = OmegaConf.to_container(node, resolve=True)
+    schedule = {k: resolved.pop(k) for k in SCHEDULE_KEYS if k in resolved}
+    with building("scheduler", node):
+        factory = instantiate(resolved)
+        factory(optimizer)
+    return factory, schedule
 
 
 def _build_group(cfg: DictConfig, group: str) -> list[Any]:

@@ -18,7 +18,9 @@ log = logging.getLogger(__name__)
 
 
 class GDModule(FastPlainAttributes, L.LightningModule):
-    """Trains ``net`` by minimising ``loss_fn`` with the optimizer built by ``optimizer(params)``.
+    """Trains ``net`` by minimising ``loss_fn`` with the optimizer built by ``optimizer(params)`` and, when
+    given, the learning-rate schedule built by ``scheduler(optimizer)``, stepped as ``schedule`` says
+    (Lightning's scheduler-dict keys: ``interval``, ``frequency``, ``monitor``).
 
     Nothing here is dataset-specific: the datamodule tells the ``task`` (which metrics to report)
     and ``num_outputs``. Only primitives are saved as hyperparameters (``task``, ``num_outputs``
@@ -35,6 +37,8 @@ class GDModule(FastPlainAttributes, L.LightningModule):
         net: nn.Module,
         loss_fn: nn.Module,
         optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[[torch.optim.Optimizer], Any] | None = None,
+        schedule: dict[str, Any] | None = None,
         task: str = "regression",
         num_outputs: int = 1,
         config: dict[str, Any] | None = None,
@@ -45,6 +49,8 @@ class GDModule(FastPlainAttributes, L.LightningModule):
         self.net = net
         self.loss_fn = loss_fn
         self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.schedule = dict(schedule or {})
         metrics = build_metrics(task, num_outputs)
         self.train_metrics = metrics.clone(prefix="train/")
         self.val_metrics = metrics.clone(prefix="val/")
@@ -135,19 +141,38 @@ class GDModule(FastPlainAttributes, L.LightningModule):
     def predict_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
         return self.net(batch[0])
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return self.optimizer_factory(self.parameters())
+    def configure_optimizers(self) -> torch.optim.Optimizer | dict[str, Any]:
+        optimizer = self.optimizer_factory(self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = {**self.schedule, "scheduler": self.scheduler_factory(optimizer)}
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """The configured optimizer settings win over the checkpoint's: torch's ``load_state_dict`` would
         bring back each group's ``lr`` (and the rest) with the optimizer's state, so ``resume=<run>
-        optimizer.lr=0.5`` would silently go on at the old rate while ``config.yaml`` says 0.5."""
+        optimizer.lr=0.5`` would silently go on at the old rate while ``config.yaml`` says 0.5.
+
+        Under a schedule the group's ``lr`` is the schedule's current value, part of the state the run
+        resumes bitwise: it comes from the checkpoint (with the schedule's own state); a changed
+        ``optimizer.lr`` is reported, not applied halfway through a schedule."""
         states = checkpoint.get("optimizer_states") or []
         if len(states) != 1:
             return
+        scheduled = bool(checkpoint.get("lr_schedulers")) or self.scheduler_factory is not None
         configured = self.optimizer_factory(self.parameters()).param_groups
         for group, saved in zip(configured, states[0].get("param_groups", []), strict=False):
             for name, value in group.items():
+                if scheduled and name == "lr":
+                    base = saved.get("initial_lr", value)
+                    if base != value:
+                        log.warning(
+                            "optimizer.lr: %s in the checkpoint's schedule, %s in the config: the schedule "
+                            "resumes from the checkpoint (start a new run to change its base rate)",
+                            base,
+                            value,
+                        )
+                    continue
                 if name != "params" and name in saved and saved[name] != value:
                     log.info(
                         "optimizer %s: %s in the checkpoint, %s from the config (used)",

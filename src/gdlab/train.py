@@ -13,6 +13,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import EarlyStopping
 from omegaconf import DictConfig
 
 from gdlab.callbacks.guard import DivergenceGuard
@@ -26,6 +27,7 @@ from gdlab.runs.hparams import log_hparams
 from gdlab.runs.processes import in_multirun, launches_processes, run_in_child
 from gdlab.runs.record import (
     METRICS_FILE,
+    RESULT_STATUSES,
     describe_status,
     earlier_attempts,
     read_metrics,
@@ -43,8 +45,9 @@ def task(cfg: DictConfig) -> float | None:
     """One run or sweep job: resume it if asked, train it here or, when Lightning would start its DDP
     processes, in a child process (:mod:`gdlab.runs.processes`); return ``cfg.optimized_metric``.
 
-    Only a completed run returns its metric: a diverged run's last ``val/loss`` may come from before it
-    diverged, so a sweeper (optuna) gets nothing and records the trial as failed, never as a good one."""
+    Only a completed run (or one that early stopping ended: a result too) returns its metric: a diverged
+    run's last ``val/loss`` may come from before it diverged, so a sweeper (optuna) gets nothing and records
+    the trial as failed, never as a good one."""
     if resuming(cfg.get("resume"), cfg.get("ckpt_path")):
         if in_multirun():
             raise ConfigError("resume continues one run: drop -m/--multirun (or resume each job on its own)")
@@ -54,14 +57,15 @@ def task(cfg: DictConfig) -> float | None:
             "continuing %s (it ended: %s)", cfg.resume, describe_status(before) if before else "no record"
         )
     record = run_in_child(cfg) if launches_processes(cfg) else train(cfg)
-    if record.get("status") != "completed":
+    if record.get("status") not in RESULT_STATUSES:
         return None
     value = record.get(cfg.get("optimized_metric"))
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def outcome(trainer: L.Trainer, module: GDModule) -> dict[str, Any]:
-    """How training ended: ``{"status": "completed"}``, or diverged with the step and one line."""
+    """How training ended: ``{"status": "completed"}``, diverged with the step and one line, or
+    ``stopped_early`` with the epoch and the early-stopping callback's ``reason``."""
     for callback in trainer.callbacks:
         if isinstance(callback, DivergenceGuard) and callback.diverged is not None:
             return {"status": "diverged", "step": callback.diverged.step, "error": callback.diverged.error}
@@ -77,7 +81,24 @@ def outcome(trainer: L.Trainer, module: GDModule) -> dict[str, Any]:
                 "step": trainer.global_step,
                 "error": f"{name} = {loss} at the end of training: lower optimizer.lr",
             }
+    for callback in trainer.callbacks:
+        if isinstance(callback, EarlyStopping) and callback.stopped_epoch > 0:
+            return {"status": "stopped_early", "reason": early_stopping_reason(callback)}
     return {"status": "completed"}
+
+
+def early_stopping_reason(callback: EarlyStopping) -> str:
+    """Why Lightning's EarlyStopping ended the run, in one line (its own message where it keeps one)."""
+    message = callback.stopping_reason_message
+    epoch = f"after epoch {callback.stopped_epoch + 1}"  # counted from 1, as metrics.json's "epoch"
+    if message:
+        return f"early stopping {epoch}: {' '.join(str(message).split())}"
+    best = callback.best_score
+    best_text = f"{float(best):.6g}" if best is not None else "?"
+    return (
+        f"early stopping {epoch}: {callback.monitor} did not improve by more than {callback.min_delta:g} "
+        f"for {callback.wait_count} validations (best {best_text})"
+    )
 
 
 def start_checkpoint(cfg: DictConfig, module: GDModule, output_dir: Path) -> str | None:
@@ -140,7 +161,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         metrics.update(_metrics(trainer, module))
         status = outcome(trainer, module)
-        if status["status"] == "completed":
+        if status["status"] in RESULT_STATUSES:
             # Test the final weights: the point where gradient descent ended, the same as last.ckpt.
             trainer.test(module, datamodule=datamodule, verbose=True)
             metrics.update(_metrics(trainer, module))

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.utils import get_class
+from hydra.utils import get_class, get_object
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
@@ -142,10 +142,10 @@ def check_argument_types(key: str, node: Any) -> None:
     if not isinstance(node, DictConfig) or not isinstance(node.get("_target_"), str):
         return
     try:
-        target = get_class(node._target_)
-        hints = typing.get_type_hints(target.__init__)
+        target = get_object(node._target_)
+        hints = typing.get_type_hints(target.__init__ if isinstance(target, type) else target)
         params = inspect.signature(target).parameters
-    except Exception:  # a function target, or hints that only resolve for a type checker: nothing to check
+    except Exception:  # a bad path (building reports it), or hints that only resolve for a type checker
         return
     for name in node:
         name = str(name)

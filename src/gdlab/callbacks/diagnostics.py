@@ -34,6 +34,13 @@ class GradientDiagnostics(L.Callback):
     Step ``t``'s values sit at x = t in TensorBoard, next to ``train/loss`` of the same step; the last
     values are in ``metrics.json``.
 
+    Under every step rule: ``update_norm`` and ``update_ratio`` measure the step actually taken (the
+    parameters before and after ``optimizer.step()``, momentum and Adam's scaling included), and ``lr`` is
+    the first param group's learning rate at that step, as a schedule sets it. Only for plain gradient
+    descent is the update ``lr * grad_norm``; for Adam ``lr`` is a per-coordinate step size, not a
+    multiplier of the gradient. ``loss_gap`` and the distances are functions of the parameters, so they
+    hold for any rule (with weight decay the iterates settle at a point other than the least-squares one).
+
     Args:
         every_n_steps: record every n-th step (1: every step). The per-step cost is a few fused kernels.
         reference: also record the closed-form quantities when they apply.

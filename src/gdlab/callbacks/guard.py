@@ -14,21 +14,28 @@ from dataclasses import dataclass
 import lightning as L
 
 from gdlab.callbacks.linear import linear_view
+from gdlab.callbacks.stability import StabilityBound, stability_bound
 from gdlab.errors import ArgumentError
 from gdlab.steplog import Written, step_log_of
 
 log = logging.getLogger(__name__)
 
 
-def lr_statement(lr: float, critical_lr: float | None, full_batch: bool) -> str:
-    """``optimizer.lr = 0.4 = 0.80 x critical lr 0.5 ...``: the step size relative to 2/lambda_max."""
-    if critical_lr is None:
+def lr_statement(
+    lr: float, bound: StabilityBound | None, full_batch: bool, closed_form: bool = True, rule: str = ""
+) -> str:
+    """``optimizer.lr = 0.4 = 0.80 x critical lr 0.5 (2/lambda_max) ...``: the current step size relative to
+    the step rule's stability bound (:mod:`gdlab.callbacks.stability`)."""
+    if bound is None:
+        if closed_form:
+            return f"optimizer.lr = {lr:g} (no critical lr for {rule}: it is known for GD, heavy ball and Nesterov)"
         return f"optimizer.lr = {lr:g} (critical lr unknown: it is known for the linear model on MSE)"
-    ratio = lr / critical_lr
-    verdict = "full-batch GD converges" if ratio < 1 else "full-batch GD diverges"
-    note = "" if full_batch else " (the bound is for full-batch GD; minibatch steps add noise)"
+    ratio = lr / bound.critical_lr
+    verdict = f"full-batch {bound.rule} " + ("converges" if ratio < 1 else "diverges")
+    note = "" if full_batch else f" (the bound is for full-batch {bound.rule}; minibatch steps add noise)"
     return (
-        f"optimizer.lr = {lr:g} = {ratio:.2f} x critical lr {critical_lr:.4g} (2/lambda_max): {verdict}{note}"
+        f"optimizer.lr = {lr:g} = {ratio:.2f} x critical lr {bound.critical_lr:.4g} ({bound.formula}): "
+        f"{verdict}{note}"
     )
 
 
@@ -44,10 +51,12 @@ class DivergenceGuard(L.Callback):
     """Stops training at the first non-finite training loss, or one above ``max_loss_ratio`` times its start.
 
     It then holds a :class:`Divergence` in :attr:`diverged`, which ``gdlab.train`` writes to
-    ``metrics.json`` as ``"status": "diverged"``. Its line names the step, the loss, ``optimizer.lr``
-    and, when the closed form applies, the critical learning rate. Before training it logs where
-    ``optimizer.lr`` sits relative to the critical one. It acts when the step log is flushed (every
-    ``log_flush_steps`` steps and at each epoch's end).
+    ``metrics.json`` as ``"status": "diverged"``. Its line names the step, the loss, the learning rate
+    of that moment (under a schedule, the scheduled one) and, when the closed form applies and the step
+    rule has a stability bound (:mod:`gdlab.callbacks.stability`), the critical learning rate. Before
+    training it logs where ``optimizer.lr`` sits relative to the critical one, and again when a schedule
+    takes it across. It acts when the step log is flushed (every ``log_flush_steps`` steps and at each
+    epoch's end).
 
     Args:
         max_loss_ratio: a finite loss above this multiple of its start also counts as divergence
@@ -73,11 +82,14 @@ class DivergenceGuard(L.Callback):
             )
         self.max_loss_ratio = max_loss_ratio
         self.start_steps = start_steps
-        self.critical_lr: float | None = None
+        self.critical_lr: float | None = None  # of the configured step rule; None where it has none
+        self.bound: StabilityBound | None = None
         self.diverged: Divergence | None = None
         self._trainer: L.Trainer | None = None
         self._seen = 0  # losses that went into the start so far
         self._start = 0.0
+        self._above: bool | None = None  # the current lr is above the critical one (stated when it changes)
+        self._has_closed_form = False
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._trainer, self.diverged, self._seen, self._start = trainer, None, 0, 0.0
@@ -85,10 +97,22 @@ class DivergenceGuard(L.Callback):
         if self.read not in step_log.readers:
             step_log.readers.append(self.read)
         view = linear_view(trainer, pl_module)
-        self.critical_lr = view.reference.critical_lr if view is not None else None
+        self.bound, self.critical_lr, self._above = None, None, None
         if trainer.optimizers:
-            full_batch = getattr(trainer.datamodule, "batch_size", 0) is None
-            log.info(lr_statement(self._lr(trainer), self.critical_lr, full_batch))
+            optimizer = trainer.optimizers[0]
+            self._has_closed_form = view is not None
+            if view is not None:
+                self.bound = stability_bound(optimizer, view.reference.critical_lr)
+                self.critical_lr = self.bound.critical_lr if self.bound is not None else None
+            self._state_lr(trainer, log.info)
+
+    def _state_lr(self, trainer: L.Trainer, say) -> None:
+        """Log where the current lr sits relative to the critical one."""
+        lr = self._lr(trainer)
+        self._above = None if self.critical_lr is None else lr >= self.critical_lr
+        full_batch = getattr(trainer.datamodule, "batch_size", 0) is None
+        rule = type(trainer.optimizers[0]).__name__
+        say(lr_statement(lr, self.bound, full_batch, closed_form=self._has_closed_form, rule=rule))
 
     @staticmethod
     def _lr(trainer: L.Trainer) -> float:
@@ -118,6 +142,8 @@ class DivergenceGuard(L.Callback):
         trainer = self._trainer
         if trainer is None or self.diverged is not None:
             return
+        if self._above is not None and (self._lr(trainer) >= self.critical_lr) != self._above:
+            self._state_lr(trainer, log.warning)  # a schedule took the lr across the critical one
         bad = self._first_bad(rows)
         # Under DDP every process reads the same blocks; all stop if any diverged.
         if not trainer.strategy.reduce_boolean_decision(bad is not None, all=False):

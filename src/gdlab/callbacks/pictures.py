@@ -20,6 +20,7 @@ from torch import Tensor
 
 from gdlab.callbacks import figures
 from gdlab.callbacks.linear import LinearView, linear_view
+from gdlab.callbacks.stability import stability_bound
 from gdlab.errors import ArgumentError
 
 log = logging.getLogger(__name__)
@@ -117,10 +118,13 @@ class DescentPictures(L.Callback):
         self._path = [torch.cat(self._path)]  # (steps + 1, 2): one tensor, so later draws concatenate little
         path = self._path[0].cpu()
         ref = self._view.reference
-        lr = float(trainer.optimizers[0].param_groups[0]["lr"])
-        return figures.draw_landscape(
-            ref, path, f"{title}\nlr = {lr:g} = {lr / ref.critical_lr:.2f} x critical ({ref.critical_lr:.3g})"
-        )
+        optimizer = trainer.optimizers[0]
+        lr = float(optimizer.param_groups[0]["lr"])  # the current one, under a schedule
+        bound = stability_bound(optimizer, ref.critical_lr)
+        rate = f"lr = {lr:g}"
+        if bound is not None:
+            rate += f" = {lr / bound.critical_lr:.2f} x critical ({bound.critical_lr:.3g})"
+        return figures.draw_landscape(ref, path, f"{title}\n{rate}")
 
     def _draw_steps(self, trainer: L.Trainer, pl_module: L.LightningModule, title: str):
         from gdlab.lessons import step_sizes

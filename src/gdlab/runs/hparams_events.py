@@ -9,7 +9,7 @@ writer Lightning uses (``torch.utils.tensorboard.summary.hparams``) fixes what t
   lists the metrics losses first (the first five metrics are displayed).
 - **session start**: the values and the trial ID (``group_name``); without one, TensorBoard names the
   row by its run path, which starts with the same ``multirun/<time>`` for every job of a sweep.
-- **session end**: success (completed), failure (diverged or failed) or unknown (interrupted).
+- **session end**: success (completed, stopped_early), failure (diverged or failed) or unknown (interrupted).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ Value = str | float | int | bool
 
 STATUS = {
     "completed": api_pb2.STATUS_SUCCESS,
+    "stopped_early": api_pb2.STATUS_SUCCESS,
     "diverged": api_pb2.STATUS_FAILURE,
     "failed": api_pb2.STATUS_FAILURE,
 }

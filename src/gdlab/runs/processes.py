@@ -136,7 +136,7 @@ def run_in_child(cfg: DictConfig) -> dict[str, Any]:
             error=f"the run's processes ended with exit status {code} before it finished: see the logs in {output_dir}",
         )
         write_metrics(output_dir, {k: v for k, v in record.items() if k != "status"}, status="failed")
-    if record["status"] in ("completed", "diverged") and code == 0:
+    if record["status"] in ("completed", "stopped_early", "diverged") and code == 0:
         return record
     if reported and not in_multirun():
         raise SystemExit(code or 1)

@@ -1,7 +1,9 @@
 """metrics.json: the final record of a run (flat JSON: metric keys, ``status`` and a few facts).
 
-``status`` is ``running`` while the run goes, then ``completed``, ``diverged``, ``failed`` or
-``interrupted``. Nothing here imports torch: the sweep summary reads records without it.
+``status`` is ``running`` while the run goes, then ``completed``, ``stopped_early`` (early stopping
+ended it; ``reason`` says why), ``diverged``, ``failed`` or ``interrupted``. The first two are results:
+their metrics reach sweepers and summaries. Nothing here imports torch: the sweep summary reads records
+without it.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 METRICS_FILE = "metrics.json"
+# The statuses of a run that trained to its end, so its final metrics are a result.
+RESULT_STATUSES = ("completed", "stopped_early")
 
 
 def to_number(value: Any) -> Any:
@@ -90,9 +94,9 @@ def describe_status(record: dict[str, Any]) -> str:
     status = str(record.get("status", "unknown"))
     if status == "running":
         return "killed while running (its record was never finished)"
-    if "step" in record and status != "completed":
+    if "step" in record and status not in RESULT_STATUSES:
         status += f" at step {record['step']}"
-    error = str(record.get("error") or "")
+    error = str(record.get("error") or record.get("reason") or "")
     if error.startswith(status):
         return error  # "diverged at step 17: ..." says it already
     return f"{status}: {error}" if error else status

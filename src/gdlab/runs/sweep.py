@@ -23,7 +23,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from gdlab.runs.record import METRICS_FILE, STOPPED_NOTE, record_stopped
+from gdlab.runs.record import METRICS_FILE, RESULT_STATUSES, STOPPED_NOTE, record_stopped
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +134,7 @@ class Summary:
 
     @property
     def failed_jobs(self) -> list[Job]:
-        return [j for j in self.jobs if j.status not in ("completed", "debug")]
+        return [j for j in self.jobs if j.status not in (*RESULT_STATUSES, "debug")]
 
 
 def summarize(sweep_dir: str | Path, metrics: Iterable[str] | None = None) -> Summary:
@@ -251,7 +251,9 @@ def _seeds_note(summary: Summary) -> str:
 
 
 def _completed(row: dict[str, Any]) -> bool:
-    return row["status"] == f"completed {row['n']}"
+    """Every seed of the configuration is a result (completed, or ended by early stopping)."""
+    counts = dict(part.rsplit(" ", 1) for part in row["status"].split(", "))
+    return sum(int(counts.get(s, 0)) for s in RESULT_STATUSES) == row["n"]
 
 
 def _debug(row: dict[str, Any]) -> bool:
