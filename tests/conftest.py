@@ -90,3 +90,11 @@ def typed(tmp_path):
 
     yield compose_as_cli
     HydraConfig.instance().cfg = None
+
+
+@pytest.fixture(autouse=True)
+def no_hydra_run_left_over():
+    """Each test starts outside a Hydra run: an in-process train.py leaves Hydra's record of its run (the
+    chosen options) behind, which would change how later tests' messages and HParams name the groups."""
+    yield
+    HydraConfig.instance().cfg = None  # Hydra has no public way to forget a run
