@@ -19,7 +19,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from gdlab import validate
+from gdlab import blocks, validate
 from gdlab.errors import ConfigError, SettingError, first_line, show
 from gdlab.module import GDModule
 
@@ -82,6 +82,7 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, GDModule, L.Trainer]:
         limits = at_least_one_batch(cfg, datamodule)
         trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **limits)
     validate.check_world_size(cfg, datamodule, trainer)
+    module.set_steps_per_call(blocks.steps_per_call(cfg, datamodule, module, trainer))
     return datamodule, module, trainer
 
 

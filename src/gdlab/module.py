@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import lightning as L
@@ -15,6 +15,8 @@ from gdlab.metrics import build_metrics
 from gdlab.steplog import StepLog
 
 log = logging.getLogger(__name__)
+
+STEPS_PER_CALL_KEY = "gdlab_steps_per_call"  # in every checkpoint (absent in older ones: 1)
 
 
 class GDModule(FastPlainAttributes, L.LightningModule):
@@ -30,6 +32,9 @@ class GDModule(FastPlainAttributes, L.LightningModule):
     Per-step values go through :attr:`step_log` (``train/loss`` here, ``diag/*`` from callbacks):
     written to every logger under their own step, ``log_flush_steps`` steps at a time. (The
     ``FastPlainAttributes`` mixin spares the ~47 plain attributes Lightning sets per step torch's checks.)
+
+    With ``steps_per_call > 1`` (:mod:`gdlab.blocks`; ``build`` chooses it) each ``training_step`` gets a
+    block of that many batches and takes one optimizer step per batch: the same weights, bit for bit.
     """
 
     def __init__(
@@ -43,6 +48,7 @@ class GDModule(FastPlainAttributes, L.LightningModule):
         num_outputs: int = 1,
         config: dict[str, Any] | None = None,
         log_flush_steps: int = 50,
+        steps_per_call: int = 1,
     ) -> None:
         super().__init__()
         self.save_hyperparameters("task", "num_outputs", "config")
@@ -58,11 +64,25 @@ class GDModule(FastPlainAttributes, L.LightningModule):
         self.step_log = StepLog(log_flush_steps)
         # (predictions, targets) of the training steps not yet flushed: train/* metrics update once a block.
         self._train_batches: list[tuple[Tensor, Tensor]] = []
+        self.set_steps_per_call(steps_per_call)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+    def set_steps_per_call(self, steps_per_call: int) -> None:
+        """Take ``steps_per_call`` optimizer steps per ``training_step`` (see :mod:`gdlab.blocks`): 1 is
+        Lightning's automatic optimization; more is manual optimization over a block of that many batches."""
+        if isinstance(steps_per_call, bool) or not isinstance(steps_per_call, int) or steps_per_call < 1:
+            raise ValueError(f"Invalid steps_per_call: {steps_per_call!r} (must be an integer >= 1)")
+        self.steps_per_call = steps_per_call
+        self.automatic_optimization = steps_per_call == 1
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor | None:
+        if self.automatic_optimization:
+            return self._train_on(batch)
+        return self._train_on_block(batch)
+
+    def _train_on(self, batch: tuple[Tensor, Tensor]) -> Tensor:
         x, y = batch
         preds = self.net(x)
         loss = self.loss_fn(preds, y)
@@ -70,6 +90,27 @@ class GDModule(FastPlainAttributes, L.LightningModule):
         self.step_log.open(self.global_step, self.current_epoch, {"train/loss": loss})
         self._train_batches.append((preds.detach(), y))
         return loss
+
+    def _train_on_block(self, block: Iterable[tuple[Tensor, Tensor]]) -> Tensor | None:
+        """One optimizer step per batch of the block, in the order of Lightning's automatic optimization
+        (forward, ``zero_grad``, backward, step) through its manual-optimization API, so every step is
+        counted, hooked and precision-handled as Lightning's own. Stops where Lightning would have stopped
+        between two training_steps: a stop request (the divergence guard) or ``max_steps``."""
+        trainer = self.trainer
+        optimizer = self.optimizers()
+        loss = None
+        for batch in block:
+            # What Lightning's loop does to each batch it serves: the precision's dtype, then the device.
+            batch = trainer.strategy.batch_to_device(trainer.precision_plugin.convert_input(batch))
+            loss = self._train_on(batch)
+            optimizer.zero_grad()
+            self.manual_backward(loss)
+            optimizer.step()
+            if self.step_log.due():
+                self.flush_steps(keep_current=True)
+            if trainer.should_stop or 0 < trainer.max_steps <= trainer.global_step:
+                break  # the rest of the block stays unserved (a checkpoint resumes at the next batch)
+        return None if loss is None else loss.detach()
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self.step_log.due():
@@ -84,6 +125,7 @@ class GDModule(FastPlainAttributes, L.LightningModule):
         # remainder of that epoch: no batch, no train/* value (R2 of nothing would raise).
         if any(metric.update_count for metric in self.train_metrics.values()):
             self.log_dict(self.train_metrics, on_step=False, on_epoch=True)
+        self._log_at_last_step()
 
     def on_train_end(self) -> None:
         self.flush_steps()  # a run stopped mid-epoch (max_steps, the divergence guard) writes its last steps
@@ -129,9 +171,18 @@ class GDModule(FastPlainAttributes, L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self.log_dict(self.val_metrics, on_step=False, on_epoch=True)
+        self._log_at_last_step()
 
     def on_test_epoch_end(self) -> None:
         self.log_dict(self.test_metrics, on_step=False, on_epoch=True)
+        self._log_at_last_step()
+
+    def _log_at_last_step(self) -> None:
+        """Epoch values go to the loggers at the last optimizer step taken (``global_step - 1``), next to that
+        step's ``train/loss``. Lightning writes them at its count of training_steps unless a ``step`` value is
+        logged with them (its documented override): a training_step may take a block of steps."""
+        if self.trainer.loggers:
+            self.log("step", float(max(self.global_step - 1, 0)), on_step=False, on_epoch=True, batch_size=1)
 
     def _metric_inputs(self, preds: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         if self.hparams.task == "classification":
@@ -147,6 +198,9 @@ class GDModule(FastPlainAttributes, L.LightningModule):
             return optimizer
         scheduler = {**self.schedule, "scheduler": self.scheduler_factory(optimizer)}
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[STEPS_PER_CALL_KEY] = self.steps_per_call  # how to resume it (gdlab.blocks)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """The configured optimizer settings win over the checkpoint's: torch's ``load_state_dict`` would

@@ -16,12 +16,13 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping
 from omegaconf import DictConfig
 
+from gdlab import blocks
 from gdlab.callbacks.guard import DivergenceGuard
 from gdlab.console import print_config, rounded, route_lightning_logs
 from gdlab.errors import ConfigError, describe
 from gdlab.factory import build
 from gdlab.loggers import TensorBoardLogger
-from gdlab.module import GDModule
+from gdlab.module import STEPS_PER_CALL_KEY, GDModule
 from gdlab.runs.checkpoint import LastCheckpoint, check_fits, load_checkpoint, resolve_ckpt_path
 from gdlab.runs.hparams import log_hparams
 from gdlab.runs.processes import in_multirun, launches_processes, run_in_child
@@ -101,15 +102,21 @@ def early_stopping_reason(callback: EarlyStopping) -> str:
     )
 
 
-def start_checkpoint(cfg: DictConfig, module: GDModule, output_dir: Path) -> str | None:
+def start_checkpoint(
+    cfg: DictConfig, datamodule: L.LightningDataModule, module: GDModule, trainer: L.Trainer, output_dir: Path
+) -> str | None:
     """The checkpoint fit() resumes from (``resume`` or ``ckpt_path``), checked to exist and to fit the
-    model, so a wrong path or a checkpoint of another model is one clear line before training."""
+    model, so a wrong path or a checkpoint of another model is one clear line before training; the run
+    takes the checkpoint's optimizer steps per training_step (:func:`gdlab.blocks.adopt_checkpoint`)."""
     resolved = resolve_ckpt_path(cfg, output_dir)
     if resolved is None:
         return None
     setting, path = resolved
     named = f"{setting}={cfg.get(setting)}"  # as typed: ckpt_path=<file> or resume=<run dir>
-    check_fits(module, load_checkpoint(path, setting), named, cfg.model.get("_target_", "?"))
+    ckpt = load_checkpoint(path, setting)
+    check_fits(module, ckpt, named, cfg.model.get("_target_", "?"))
+    saved = ckpt.get(STEPS_PER_CALL_KEY, 1)
+    blocks.adopt_checkpoint(cfg, datamodule, module, trainer, saved, named)
     log.info("resuming from %s", path)
     return str(path)
 
@@ -157,7 +164,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         if hasattr(datamodule, "true_params"):
             truth = {k: to_number(v) for k, v in datamodule.true_params().items()}
             log.info("true parameters of the data: %s", rounded(truth))
-        ckpt_path = start_checkpoint(cfg, module, output_dir)
+        ckpt_path = start_checkpoint(cfg, datamodule, module, trainer, output_dir)
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         metrics.update(_metrics(trainer, module))
         status = outcome(trainer, module)

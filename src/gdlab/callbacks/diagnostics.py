@@ -1,7 +1,8 @@
 """Per-step diagnostics of gradient descent: norms, step sizes and, where the closed form applies,
 the distance to the optimum, to the true parameters and the gap ``L - L*``.
 
-They run in the per-step path, so a step records raw material only, on the device: the per-tensor
+They run in the per-step path, so a step records raw material only, on the device: for a small model
+its gradient and its parameters before and after the step (two copies), for a larger one the per-tensor
 norms of gradients, parameters and the update (fused ``_foreach_norm`` kernels) and, for the linear
 model, the parameter vector. It goes into the module's step log (:mod:`gdlab.steplog`) as one raw
 tensor; when the log is flushed, :meth:`GradientDiagnostics.columns` turns the whole block of steps
@@ -9,6 +10,8 @@ into the ``diag/*`` values at once, and they reach the loggers with ``train/loss
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import lightning as L
 import torch
@@ -19,6 +22,9 @@ from gdlab.errors import ArgumentError
 from gdlab.steplog import step_log_of
 
 RAW_KEY = "diag"  # the step-log key of the raw per-step tensor
+# Models with at most this many parameters record [gradient, theta_t, theta_{t+1}] per step (two copies,
+# the fewest kernels); larger ones their per-tensor norms (a few fused kernels, a few numbers a step).
+FLAT_MAX = 4096
 
 
 class GradientDiagnostics(L.Callback):
@@ -55,14 +61,25 @@ class GradientDiagnostics(L.Callback):
         self.reference = reference
         self.view: LinearView | None = None
         self._params: list[Tensor] = []
-        self._pending: tuple[list[Tensor], Tensor | None, list[Tensor], float] | None = None
+        self._pending: tuple[Any, ...] | None = None
+        self._flat = False
+        self._hooks: list[Any] = []
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.view = linear_view(trainer, pl_module) if self.reference else None
         # Listed once: pl_module.parameters() walks every submodule (metrics included), ~0.5 ms a call.
         self._params = [p for p in pl_module.parameters() if p.requires_grad]
+        self._flat = sum(p.numel() for p in self._params) <= FLAT_MAX
         self._pending = None
-        step_log_of(pl_module, self).derive(RAW_KEY, self.columns)
+        self._step_log = step_log_of(pl_module, self)
+        self._step_log.derive(RAW_KEY, self.columns)
+        # After each optimizer step, whether Lightning calls training_step per step or per block of steps.
+        self._hooks = [opt.register_step_post_hook(self._after_step) for opt in trainer.optimizers]
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks = []
 
     @torch.no_grad()
     def on_before_optimizer_step(
@@ -73,29 +90,45 @@ class GradientDiagnostics(L.Callback):
             return
         params = self._params
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-        norms = torch._foreach_norm(grads) + torch._foreach_norm(params)
-        theta = self.view.flat() if self.view is not None else None  # (d [+1], k): the point of the gradient
         lr = float(optimizer.param_groups[0]["lr"])  # a Python float already: no sync
-        self._pending = (norms, theta, torch._foreach_mul(params, 1.0), lr)  # a copy of theta_t
+        if self._flat:  # one copy of [gradient, theta_t]: everything else is derived at flush
+            self._pending = (torch.cat([t.reshape(-1) for t in grads + params]), lr)
+            return
+        norms = torch._foreach_norm(grads + params)
+        theta = self.view.flat() if self.view is not None else None  # (d [+1], k): the point of the gradient
+        self._pending = (norms, theta, [p.clone() for p in params], lr)  # a copy of theta_t
 
     @torch.no_grad()
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # type: ignore[override]
+    def _after_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        """torch's optimizer step post-hook: the step's raw vector, the update just taken included."""
         if self._pending is None:
             return
-        norms, theta, before, lr = self._pending
-        self._pending = None
-        updates = torch._foreach_norm(torch._foreach_sub(self._params, before))
-        # One raw vector per step: per-tensor norms of [gradients, parameters, updates], then theta.
-        raw = torch.stack(norms + updates)
-        raw = raw.to(exact_dtype(raw.device))
-        if theta is not None:
-            raw = torch.cat([raw, theta.reshape(-1)])
-        step_log_of(pl_module, self).add({RAW_KEY: raw, "diag/lr": lr})
+        pending, self._pending = self._pending, None
+        if self._flat:
+            before, lr = pending  # + theta_{t+1}
+            raw = torch.cat([before, *(p.reshape(-1) for p in self._params)])
+        else:
+            norms, theta, before, lr = pending
+            torch._foreach_sub_(before, self._params)  # theta_t - theta_{t+1}: the update's norm
+            raw = torch.stack(norms + torch._foreach_norm(before)).to(exact_dtype(norms[0].device))
+            if theta is not None:
+                raw = torch.cat([raw, theta.reshape(-1)])
+        self._step_log.add({RAW_KEY: raw, "diag/lr": lr})
 
     def columns(self, raw: Tensor) -> dict[str, Tensor]:
-        """The ``diag/*`` values of a block of steps from their raw vectors ``(steps, 3n [+ theta])``."""
-        n = len(self._params)
-        grad, param, update = (raw[:, i * n : (i + 1) * n].norm(dim=1) for i in range(3))
+        """The ``diag/*`` values of a block of steps from their raw vectors: ``(steps, 3 x parameters)``
+        (gradient, theta_t, theta_{t+1}) for a small model, else ``(steps, 3 x tensors [+ theta])`` (each
+        tensor's gradient, parameter and update norm, then the linear model's theta)."""
+        if self._flat:
+            raw = raw.to(exact_dtype(raw.device))
+            n = raw.shape[1] // 3
+            grad, param = raw[:, :n].norm(dim=1), raw[:, n : 2 * n].norm(dim=1)
+            update = (raw[:, 2 * n :] - raw[:, n : 2 * n]).norm(dim=1)
+            thetas = self._flat_thetas(raw[:, n : 2 * n]) if self.view is not None else None
+        else:
+            n = len(self._params)
+            grad, param, update = (raw[:, i * n : (i + 1) * n].norm(dim=1) for i in range(3))
+            thetas = raw[:, 3 * n :] if self.view is not None else None
         values = {
             "diag/grad_norm": grad,
             "diag/param_norm": param,
@@ -103,8 +136,8 @@ class GradientDiagnostics(L.Callback):
             "diag/update_ratio": update / param.clamp_min(1e-30),
         }
         view = self.view
-        if view is not None:
-            thetas = raw[:, 3 * n :].reshape(len(raw), *view.device_optimum.shape)  # (steps, d [+1], k)
+        if view is not None and thetas is not None:
+            thetas = thetas.reshape(len(raw), *view.device_optimum.shape)  # (steps, d [+1], k)
             delta = thetas - view.device_optimum
             hessian = view.device_reference.hessian
             values["diag/loss_gap"] = (
@@ -114,3 +147,16 @@ class GradientDiagnostics(L.Callback):
             if view.device_truth is not None:
                 values["diag/dist_to_truth"] = (thetas - view.device_truth).flatten(1).norm(dim=1)
         return values
+
+    def _flat_thetas(self, flat: Tensor) -> Tensor:
+        """The linear model's ``[W^T; b]`` ``(steps, d [+1], k)`` from the steps' flat parameter vectors."""
+        view = self.view
+        pieces, offset = {}, 0
+        for p in self._params:
+            pieces[id(p)] = flat[:, offset : offset + p.numel()]
+            offset += p.numel()
+        k, d = view.weight.shape
+        w = pieces[id(view.weight)].reshape(-1, k, d).transpose(1, 2)
+        if view.bias is None:
+            return w
+        return torch.cat([w, pieces[id(view.bias)].reshape(-1, 1, k)], dim=1)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
@@ -48,6 +49,7 @@ class DescentPictures(L.Callback):
         self._view: LinearView | None = None
         self._path: list[Tensor] = []
         self._last_drawn_step = -1
+        self._hooks: list[Any] = []
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         dm = trainer.datamodule
@@ -73,9 +75,19 @@ class DescentPictures(L.Callback):
             [self._view.weight.detach().reshape(1, 1), self._view.bias.detach().reshape(1, 1)], 1
         )
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # type: ignore[override]
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # The path grows after each optimizer step (torch's step post-hook), one step per training_step or
+        # a block of them (gdlab.blocks).
+        self._hooks = [opt.register_step_post_hook(self._after_step) for opt in trainer.optimizers]
+
+    def _after_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         if self._view is not None:
             self._path.append(self._theta())  # a 2-element copy on the device: no sync
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks = []
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._kinds and (trainer.current_epoch + 1) % self.every_n_epochs == 0:

@@ -11,6 +11,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import TQDMProgressBar
 
+from gdlab.data.batches import Block, InMemoryBatches
 from gdlab.steplog import StepLog
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,30 @@ class ProgressBar(TQDMProgressBar):
         super().setup(trainer, pl_module, stage)
         if not self.bar:
             self.disable()
+
+    @property
+    def total_train_batches(self) -> int | float:
+        """Batches (optimizer steps) of an epoch, also where a training_step takes a block of them."""
+        loader = self.trainer.train_dataloader
+        if isinstance(loader, InMemoryBatches) and loader.steps_per_call > 1:
+            total = loader.n_batches
+            max_steps = self.trainer.max_steps
+            if self.trainer.max_epochs == -1 and max_steps is not None and max_steps > 0:
+                return min(total, max_steps - self.trainer.global_step)
+            return total
+        return super().total_train_batches
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if not isinstance(batch, Block):
+            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+            return
+        bar = self.train_progress_bar
+        if self.bar and bar is not None and not bar.disable:  # a block: the bar moves to its last batch
+            bar.n = batch.stop
+            bar.refresh()
+            bar.set_postfix(self.get_metrics(trainer, pl_module))
 
     def on_train_epoch_start(self, trainer: L.Trainer, *args: Any) -> None:
         super().on_train_epoch_start(trainer, *args)

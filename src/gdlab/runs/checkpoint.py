@@ -21,7 +21,8 @@ from gdlab.runs.resume import LAST_CKPT
 
 class LastCheckpoint(Checkpoint):
     """Keep ``<dirpath>/last.ckpt`` the newest full training state: every ``every_n_train_steps``
-    optimizer steps, at each epoch end (after validation) and when training ends.
+    optimizer steps (at the end of the block that reaches them, when a training_step takes a block of
+    steps: :mod:`gdlab.blocks`), at each epoch end (after validation) and when training ends.
 
     Lightning 2.6's ``ModelCheckpoint(save_last=True)`` only rewrites last.ckpt when it also saves a
     top-k checkpoint, so after an epoch without a better ``val/loss`` last.ckpt is not the final state.
@@ -42,6 +43,7 @@ class LastCheckpoint(Checkpoint):
         self.dirpath = Path(dirpath)
         self.every_n_train_steps = every_n_train_steps
         self._saved_step = -1
+        self._multiple = 0  # the last multiple of every_n_train_steps saved at
 
     @property
     def path(self) -> Path:
@@ -61,9 +63,15 @@ class LastCheckpoint(Checkpoint):
             os.replace(tmp, self.path)
         self._saved_step = trainer.global_step
 
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._multiple = trainer.global_step // self.every_n_train_steps if self.every_n_train_steps else 0
+
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        # At the end of the training_step that reached a multiple of n steps (one step per training_step:
+        # exactly at it; a block of steps: at the block's end, the first point Lightning can checkpoint).
         n = self.every_n_train_steps
-        if n and trainer.global_step % n == 0:
+        if n and trainer.global_step // n > self._multiple:
+            self._multiple = trainer.global_step // n
             self.save(trainer)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
