@@ -8,11 +8,13 @@ import math
 import pytest
 import torch
 from hydra.utils import instantiate
+from omegaconf import open_dict
 from torch import nn
 
 from gdlab.lessons import lr_regimes, nonconvex, step_sizes
 from gdlab.models import MLP
 from gdlab.optim import PlainSGD
+from gdlab.train import train
 from tests.conftest import compose_config, scalars, train_in_process
 
 REGIMES = ["0.005c", "0.01", "0.05c", "0.5c", "optimal", "0.95c", "1.05c"]
@@ -222,3 +224,30 @@ def test_one_hidden_unit_spreads_over_seeds_far_more_than_64(cfg_factory):
             finals.append(((net(x) - y) ** 2).mean().item())
         spread[width] = max(finals) - min(finals)
     assert spread[1] > 10 * spread[64] and spread[1] > 0.3, spread
+
+
+def test_a_nonconvex_run_records_the_extreme_eigenvalues_of_its_final_hessian(cfg_factory, tmp_path):
+    """One job of experiment=nonconvex (width 2, 30 steps): metrics.json holds the smallest and largest
+    eigenvalue of the exact Hessian of the training loss at the final weights; a larger model records none."""
+    cfg = cfg_factory(
+        "experiment=nonconvex", "model.hidden_sizes=[2]", "trainer.max_epochs=30", "trainer=cpu"
+    )
+    record = train(cfg)
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    dm = instantiate(cfg.data)
+    dm.setup()
+    module = nn.Module()
+    module.net = MLP((1,), 1, [2], cfg.model.activation)
+    module.net.load_state_dict({k.removeprefix("net."): v for k, v in ckpt["state_dict"].items()})
+    module.loss_fn, module.forward = nn.MSELoss(), module.net.forward
+    eig = torch.linalg.eigvalsh(nonconvex.loss_hessian(module, *dm.splits["train"]))
+    assert record[nonconvex.MIN_EIG] == pytest.approx(float(eig[0]), rel=1e-6, abs=1e-9)
+    assert record[nonconvex.MAX_EIG] == pytest.approx(float(eig[-1]), rel=1e-6)
+    small = cfg_factory(
+        "experiment=nonconvex", "callbacks.hessian.max_params=5", "trainer.max_epochs=2", "trainer=cpu"
+    )
+    with open_dict(small):
+        small.paths.output_dir = str(tmp_path / "skipped")
+    assert nonconvex.MIN_EIG not in train(small)  # 193 parameters, above max_params: no Hessian
+    with pytest.raises(ValueError, match=r"Invalid max_params: 0 \(must be an integer >= 1\)"):
+        nonconvex.HessianSpectrum(max_params=0)
