@@ -58,6 +58,7 @@ class Row:
     baseline: bool = False  # the reference the other rows of the comparison are divided by
     note: str = ""
     batch_size: int = 0  # training rows: also shown as milliseconds per optimizer step
+    target: str = ""  # the ratio this variant should reach, e.g. ">= 0.50x" or "<= 1.25x"
 
     @property
     def median(self) -> float:
@@ -105,6 +106,7 @@ class Case:
     steps_per_epoch: int
     epochs: int  # timed epochs; one more runs first as warm-up in both variants
     nodes: dict = field(default_factory=dict)  # config nodes replaced after composing (e.g. data, model)
+    target: str = ""  # gdlab's throughput relative to the hand loop
 
 
 def linear_case(batch_size: int, steps: int, epochs: int) -> Case:
@@ -117,6 +119,7 @@ def linear_case(batch_size: int, steps: int, epochs: int) -> Case:
         batch_size,
         steps,
         epochs,
+        target=">= 0.50x",
     )
 
 
@@ -133,6 +136,7 @@ def training_cases(quick: bool) -> list[Case]:
             1024,
             mlp.steps_per_epoch,
             epochs,
+            target=">= 0.90x",
         ),
         Case(
             "CNN 1x28x28 batch 256",
@@ -141,6 +145,7 @@ def training_cases(quick: bool) -> list[Case]:
             cnn_steps,
             epochs,
             {"data": images},
+            target=">= 0.95x",
         ),
     ]
 
@@ -280,7 +285,11 @@ def bench_training(repeats: int, quick: bool, extra: list[str]) -> list[Row]:
     for case in training_cases(quick):
         hand = Row(f"train: {case.name}", "hand-written loop", baseline=True, batch_size=case.batch_size)
         gd = Row(
-            f"train: {case.name}", "gdlab train.py path", note=" ".join(extra), batch_size=case.batch_size
+            f"train: {case.name}",
+            "gdlab train.py path",
+            note=" ".join(extra),
+            batch_size=case.batch_size,
+            target=case.target,
         )
         warm_up(case, 1 if quick else 3)
         for r in range(repeats):
@@ -395,23 +404,13 @@ def bench_optimizer(repeats: int, quick: bool) -> list[Row]:
         for name, final in finals.items():  # same grads, same number of steps: bitwise the same weights
             assert all(torch.equal(a, b) for a, b in zip(final, reference, strict=True)), name
         out["gdlab PlainSGD"].note = "parameters bitwise equal to torch.optim.SGD"
+        out["gdlab PlainSGD"].target = "<= 0.45x" if n_tensors == 200 else ""
         rows += list(out.values())
     return rows
 
 
 # ---------------------------------------------------------------------------------------------
 # 4. Start-up
-
-
-def wall(cmd: list[str], cwd: Path) -> float:
-    start = time.perf_counter()
-    proc = subprocess.run(
-        cmd, cwd=cwd, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
-    )
-    seconds = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")
-    return seconds
 
 
 TINY_RUN = ["trainer.max_epochs=1", "data.n_samples=200"]  # default config otherwise: logger, callbacks
@@ -421,17 +420,63 @@ def tiny_run_cmd(root: str) -> list[str]:
     return [sys.executable, str(REPO_ROOT / "train.py"), *TINY_RUN, f"paths.root={root}"]
 
 
-def bench_startup(repeats: int) -> list[Row]:
-    a = Row("start-up: wall time", 'python -c "import lightning"', unit="s", baseline=True)
-    b = Row(
-        "start-up: wall time", f"python train.py {' '.join(TINY_RUN)} (3 steps, test, metrics.json)", unit="s"
+def run_child(cmd: list[str], cwd: Path) -> tuple[float, float]:
+    """Wall seconds and peak resident memory (MB) of one command, measured on its own process."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        cmd,
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
+    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+    _, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage (peak RSS in KB on Linux)
+    seconds = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{err[-2000:]}")
+    return seconds, usage.ru_maxrss / 1024
+
+
+def bench_startup(repeats: int, quick: bool) -> list[Row]:
+    """Whole commands as a user runs them, side by side with ``python -c "import lightning"``."""
+    train_py = [sys.executable, str(REPO_ROOT / "train.py")]
+    default = TINY_RUN if quick else []
+    lr_sweep = "optimizer.lr=" + ",".join(str(v) for v in (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7))
+    comparison, memory = "start-up: wall time", "start-up: peak memory (RSS)"
+    commands = {
+        "import lightning": ([sys.executable, "-c", "import lightning"], ""),
+        "help": ([*train_py, "--help"], "<= 0.30x"),
+        "cfg": ([*train_py, "--cfg", "job"], "<= 0.30x"),
+        "default": ([*train_py, *default], "<= 1.25x"),
+        "sweep": ([*train_py, "-m", lr_sweep, *default], ""),
+    }
+    labels = {
+        "import lightning": 'python -c "import lightning"',
+        "help": "python train.py --help",
+        "cfg": "python train.py --cfg job",
+        "default": f"python train.py {' '.join(default)}".rstrip() + " (the default run)",
+        "sweep": "python train.py -m optimizer.lr=<8 values>" + (f" {' '.join(default)}" if default else ""),
+    }
+    walls = {
+        k: Row(comparison, labels[k], unit="s", baseline=k == "import lightning", target=t)
+        for k, (_, t) in commands.items()
+    }
+    peaks = {
+        k: Row(memory, labels[k], unit="MB", baseline=k == "import lightning")
+        for k in ("import lightning", "default")
+    }
     with tempfile.TemporaryDirectory() as root:
+        order = list(commands)
         for r in range(repeats):
-            pair = [(a, [sys.executable, "-c", "import lightning"]), (b, tiny_run_cmd(root))]
-            for row, cmd in pair if r % 2 == 0 else pair[::-1]:
-                row.values.append(wall(cmd, REPO_ROOT))
-    return [a, b]
+            for name in order if r % 2 == 0 else order[::-1]:
+                cmd = commands[name][0] + ([f"paths.root={root}"] if name in ("default", "sweep") else [])
+                seconds, peak = run_child(cmd, REPO_ROOT)
+                walls[name].values.append(seconds)
+                if name in peaks:
+                    peaks[name].values.append(peak)
+    return [*walls.values(), *peaks.values()]
 
 
 def import_costs(top: int = 10) -> tuple[float, list[tuple[str, float]]]:
@@ -477,30 +522,42 @@ def profile_training(case_name: str, extra: list[str], top: int = 30) -> str:
 def fmt(value: float, unit: str) -> str:
     if unit == "samples/s":
         return f"{value:,.0f}"
-    return f"{value:.3f}" if unit == "s" else f"{value:.1f}"
+    return f"{value:.3f}" if unit == "s" else f"{value:.0f}" if unit == "MB" else f"{value:.1f}"
 
 
 def table(rows: list[Row]) -> str:
     lines = [
-        "| comparison | variant | median | min - max | unit | ratio |",
-        "| --- | --- | ---: | ---: | --- | ---: |",
+        "| comparison | variant | median | min - max | unit | ratio | target |",
+        "| --- | --- | ---: | ---: | --- | ---: | --- |",
     ]
     baselines = {r.comparison: r for r in rows if r.baseline}
     for r in rows:
         base = baselines.get(r.comparison)
+        ratio_value = None
         if base is None or r is base:
             ratio = "1.00x (ref)" if r is base else ""
         else:  # ratios read "x of the reference": throughput ratio, or time ratio
-            ratio = f"{r.median / base.median:.2f}x"
+            ratio_value = r.median / base.median
+            ratio = f"{ratio_value:.2f}x"
         notes = [r.note] if r.note else []
         if r.unit == "samples/s" and r.batch_size:
             notes.append(f"{r.batch_size / r.median * 1e3:.3f} ms/step")
         note = f" ({'; '.join(notes)})" if notes else ""
         lines.append(
             f"| {r.comparison} | {r.variant}{note} | {fmt(r.median, r.unit)} | "
-            f"{fmt(min(r.values), r.unit)} - {fmt(max(r.values), r.unit)} | {r.unit} | {ratio} |"
+            f"{fmt(min(r.values), r.unit)} - {fmt(max(r.values), r.unit)} | {r.unit} | {ratio} | "
+            f"{verdict(r.target, ratio_value)} |"
         )
     return "\n".join(lines)
+
+
+def verdict(target: str, ratio: float | None) -> str:
+    """``>= 0.50x: met`` / ``<= 1.25x: not met`` for a row with a target."""
+    if not target or ratio is None:
+        return ""
+    op, bound = target.split()
+    met = ratio >= float(bound.rstrip("x")) if op == ">=" else ratio <= float(bound.rstrip("x"))
+    return f"{target}: {'met' if met else 'not met'}"
 
 
 def header(args: argparse.Namespace) -> str:
@@ -561,7 +618,7 @@ def main(argv: list[str] | None = None) -> str:
     if "optimizer" in chosen:
         rows += bench_optimizer(args.repeats, args.quick)
     if "startup" in chosen:
-        rows += bench_startup(args.repeats)
+        rows += bench_startup(args.repeats, args.quick)
         total, costs = import_costs()
         extra_lines = [
             "",

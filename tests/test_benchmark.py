@@ -23,7 +23,7 @@ def test_quick_benchmark_writes_every_comparison(tmp_path):
     (table,) = [p for p in tmp_path.glob("benchmark-*-quick.md")]
     text = table.read_text()
     assert (tmp_path / "latest.md").read_text() == text
-    assert "| comparison | variant | median | min - max | unit | ratio |" in text
+    assert "| comparison | variant | median | min - max | unit | ratio | target |" in text
     assert text.split("| --- |")[0].split("\n")[0] in proc.stdout  # the table is printed too
     for comparison in [
         "train: linear (5 features) batch 64",
@@ -35,6 +35,7 @@ def test_quick_benchmark_writes_every_comparison(tmp_path):
         "optimizer step: 20 parameter tensors",
         "optimizer step: 200 parameter tensors",
         "start-up: wall time",
+        "start-up: peak memory (RSS)",
     ]:
         rows = [line for line in text.splitlines() if line.startswith(f"| {comparison} |")]
         assert len(rows) >= 2, comparison
@@ -43,6 +44,10 @@ def test_quick_benchmark_writes_every_comparison(tmp_path):
         for row in rows[1:]:
             cells = [c.strip() for c in row.strip("|").split("|")]
             assert float(cells[2].replace(",", "")) > 0 and re.fullmatch(r"\d+\.\d\dx", cells[5]), row
+            assert cells[6] in ("", f"{cells[6].split(':')[0]}: met", f"{cells[6].split(':')[0]}: not met"), (
+                row
+            )
+    assert "<= 1.25x: " in text and ">= 0.50x: " in text  # the targets are printed with each row
     assert "bitwise equal to torch.optim.SGD" in text
     assert "python -X importtime" in text and re.search(r"- `torch[\w.]*`: \d+\.\d\d s", text)
 
