@@ -95,11 +95,17 @@ class TensorBoardLogger(LightningTensorBoardLogger):
         trial_id: str,
         status: str | None,
         shown: Collection[str] = (),
+        per_step: Collection[str] = (),
     ) -> None:
         """The run's row in the HParams dashboard: ``params`` (``shown`` ones displayed first), the final
-        ``metrics`` (also written as scalars at ``step``), named ``trial_id``, ended with ``status``."""
-        if metrics:
-            self.log_metrics(dict(metrics), step)
+        ``metrics``, named ``trial_id``, ended with ``status``. The metrics are also written as scalars
+        where the run wrote their last values: at ``step`` (the steps taken: epoch and test metrics), and
+        one step before for the ``per_step`` ones (the last optimizer step's ``train/loss``, ``diag/*``)."""
+        last_step = {k: v for k, v in metrics.items() if k in per_step}
+        if last_step:
+            self.log_metrics(last_step, max(step - 1, 0))
+        if len(last_step) < len(metrics):
+            self.log_metrics({k: v for k, v in metrics.items() if k not in per_step}, step)
         writer = self.experiment.file_writer
         for summary in hparams_events.entry(params, list(metrics), trial_id, status, shown):
             writer.add_summary(summary, step)

@@ -125,7 +125,7 @@ class GDModule(FastPlainAttributes, L.LightningModule):
         # remainder of that epoch: no batch, no train/* value (R2 of nothing would raise).
         if any(metric.update_count for metric in self.train_metrics.values()):
             self.log_dict(self.train_metrics, on_step=False, on_epoch=True)
-        self._log_at_last_step()
+        self._log_at_current_step()
 
     def on_train_end(self) -> None:
         self.flush_steps()  # a run stopped mid-epoch (max_steps, the divergence guard) writes its last steps
@@ -171,18 +171,19 @@ class GDModule(FastPlainAttributes, L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self.log_dict(self.val_metrics, on_step=False, on_epoch=True)
-        self._log_at_last_step()
+        self._log_at_current_step()
 
     def on_test_epoch_end(self) -> None:
         self.log_dict(self.test_metrics, on_step=False, on_epoch=True)
-        self._log_at_last_step()
+        self._log_at_current_step()
 
-    def _log_at_last_step(self) -> None:
-        """Epoch values go to the loggers at the last optimizer step taken (``global_step - 1``), next to that
-        step's ``train/loss``. Lightning writes them at its count of training_steps unless a ``step`` value is
-        logged with them (its documented override): a training_step may take a block of steps."""
+    def _log_at_current_step(self) -> None:
+        """Epoch values go to the loggers at ``global_step``: the steps taken so far, i.e. the point whose
+        weights they measure (``train/loss`` of step ``t`` sits at ``t``, before that step). Lightning would
+        write them at its count of training_steps, unless a ``step`` value is logged with them (its
+        documented override): a training_step may take a block of steps."""
         if self.trainer.loggers:
-            self.log("step", float(max(self.global_step - 1, 0)), on_step=False, on_epoch=True, batch_size=1)
+            self.log("step", float(self.global_step), on_step=False, on_epoch=True, batch_size=1)
 
     def _metric_inputs(self, preds: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         if self.hparams.task == "classification":

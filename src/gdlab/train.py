@@ -179,9 +179,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             metrics["debug"] = "fast_dev_run"
         metrics.update({k: v for k, v in status.items() if k != "status"})
         record = {**metrics, "status": status["status"]}
-        log_hparams(
-            trainer.loggers, cfg, record, step=max(trainer.global_step - 1, 0)
-        )  # TensorBoard's HParams tab
+        # TensorBoard's HParams tab
+        log_hparams(trainer.loggers, cfg, record, trainer.global_step, per_step=module.step_log.latest)
     except (KeyboardInterrupt, SystemExit) as stop:
         _save_interrupted(trainer)
         where = {"epoch": trainer.current_epoch, "step": trainer.global_step} if trainer is not None else {}
@@ -196,7 +195,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         write_metrics(output_dir, metrics, status="failed", error=describe(err), **attempts)
         if trainer is not None:
             try:
-                log_hparams(trainer.loggers, cfg, {**metrics, "status": "failed"}, step=trainer.global_step)
+                failed = {**metrics, "status": "failed"}
+                log_hparams(
+                    trainer.loggers, cfg, failed, trainer.global_step, per_step=module.step_log.latest
+                )
             except Exception as hparams_err:  # the run's own error is the one to report
                 log.warning("could not write the HParams entry: %s", hparams_err)
         if err is caught:

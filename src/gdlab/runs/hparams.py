@@ -17,7 +17,7 @@ keeps one type whichever runs are shown.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -113,11 +113,18 @@ def shown_keys(params: Mapping[str, Any]) -> list[str]:
     return [k for k in params if k in SHOWN or k in overrides]
 
 
-def log_hparams(loggers: Sequence[Logger], cfg: DictConfig, record: Mapping[str, Any], step: int) -> None:
+def log_hparams(
+    loggers: Sequence[Logger],
+    cfg: DictConfig,
+    record: Mapping[str, Any],
+    step: int,
+    per_step: Collection[str] = (),
+) -> None:
     """Write this run's HParams entry (TensorBoard) or flat hyperparameters (other loggers).
 
     ``record`` is the run's metrics.json record; its finite ``train/``, ``val/`` and ``test/`` values are
-    the entry's metrics (written at ``step``, the last optimizer step's, where the run's own values are).
+    the entry's metrics, written where the run's own values are: at ``step`` (the steps taken), the
+    ``per_step`` ones (``train/loss``) at the last optimizer step, ``step - 1``.
     """
     from lightning.pytorch.loggers import TensorBoardLogger
 
@@ -135,7 +142,7 @@ def log_hparams(loggers: Sequence[Logger], cfg: DictConfig, record: Mapping[str,
     for logger in loggers:
         if isinstance(logger, GDLabTensorBoardLogger):
             logger.log_hparams_entry(
-                params, metrics, step, trial_id(cfg), record.get("status"), shown_keys(params)
+                params, metrics, step, trial_id(cfg), record.get("status"), shown_keys(params), per_step
             )
         elif isinstance(logger, TensorBoardLogger):
             logger.log_hyperparams(params, metrics=metrics, step=step)
