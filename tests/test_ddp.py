@@ -120,25 +120,6 @@ def test_torchrun_writes_one_run_directory_and_matches_a_single_process_run(tmp_
         torch.testing.assert_close(w_ddp[name], w_one[name], rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.slow
-def test_ddp_cpu_multirun_one_directory_per_job(tmp_path):
-    proc = run_train("-m", "trainer=ddp_cpu", "optimizer.lr=0.01,0.1", f"paths.root={tmp_path}", *SMALL[:2])
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "multirun"
-    ]  # the children wrote no runs/ of their own
-    (sweep,) = (tmp_path / "multirun").iterdir()
-    jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
-    assert [j.name.split("_")[0] for j in jobs] == ["0", "1"]
-    for job in jobs:
-        record = json.loads((job / "metrics.json").read_text())
-        assert record["status"] == "completed" and record["step"] == 10
-        assert (job / "train_ddp_process_1.log").is_file()  # rank 1 ran in this job's directory
-    losses = [json.loads((j / "metrics.json").read_text())["val/loss"] for j in jobs]
-    assert losses[1] < losses[0]  # the jobs trained with their own lr (0.01 vs 0.1)
-    assert (sweep / "summary.md").is_file()
-
-
 def _processes_mentioning(text: str) -> list[str]:
     """Command lines of the live processes whose arguments mention ``text``."""
     found = []
