@@ -51,6 +51,18 @@ def train_in_process(monkeypatch, *args: str) -> int:
     return 0
 
 
+# coverage.py's `patch = subprocess` (pyproject.toml) measures every Python process the tests start, through
+# this variable. Measuring roughly doubles a process's time; commands that check behaviour across many
+# processes (the feature matrix, the benchmark's timed children) run unmeasured: the dedicated command-line
+# and DDP tests cover the same lines. Without the variable (a renamed one) they are merely measured again.
+COVERAGE_SUBPROCESS_ENV = "COVERAGE_PROCESS_CONFIG"
+
+
+def unmeasured(env: dict[str, str]) -> dict[str, str]:
+    """``env`` without coverage's subprocess measurement."""
+    return {k: v for k, v in env.items() if k != COVERAGE_SUBPROCESS_ENV}
+
+
 def run_train(
     *args: str,
     cwd: Path = REPO_ROOT,

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, unmeasured
 
 pytestmark = pytest.mark.slow
 
@@ -96,7 +96,7 @@ def _run(root: Path, args: list[str], interrupt: bool) -> tuple[int, str]:
     Ctrl+C (SIGINT to the whole group) once the long job has trained an epoch. Returns (exit status, stderr);
     asserts that no process the command started is left."""
     marker = f"GDLAB_MATRIX_CELL={uuid.uuid4().hex}"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", marker.split("=")[0]: marker.split("=")[1]}
+    env = unmeasured({**os.environ, "PYTHONUNBUFFERED": "1", marker.split("=")[0]: marker.split("=")[1]})
     proc = subprocess.Popen(
         [sys.executable, str(REPO_ROOT / "train.py"), *args, f"paths.root={root}"],
         cwd=root.parent,
