@@ -246,6 +246,7 @@ class HandLoop:
             cfg, datamodule, module, _ = build_gdlab(case, ["logger=none", "callbacks=none"], tmp)
         self.net, self.loss_fn = copy.deepcopy(module.net), copy.deepcopy(module.loss_fn)
         self.x, self.y = datamodule.splits["train"]
+        self.x = datamodule.inputs(self.x)  # the model's inputs (images: scaled and standardised)
         self.optimizer = PlainSGD(self.net.parameters(), lr=cfg.optimizer.lr)
         self.case, self.epoch = case, 0
 
