@@ -14,9 +14,10 @@ Split = tuple[torch.Tensor, torch.Tensor]
 
 
 def seeded_split(x: torch.Tensor, y: torch.Tensor, sizes: tuple[int, ...], seed: int) -> list[Split]:
-    """Shuffle ``(x, y)`` with a generator seeded by ``seed`` and cut it into consecutive ``sizes``."""
+    """Shuffle ``(x, y)`` with a generator seeded by ``seed`` and cut it into consecutive ``sizes``: one
+    copy of ``x`` in all (row gathers: ``index_select`` is several times faster than ``x[idx]``)."""
     order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
-    return [(x[idx], y[idx]) for idx in order.split(list(sizes))]
+    return [(x.index_select(0, idx), y.index_select(0, idx)) for idx in order.split(list(sizes))]
 
 
 def check_val_fraction(val_fraction: float) -> float:

@@ -49,7 +49,8 @@ class Standardizer:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.mean is None or self.std is None:
             raise RuntimeError("Standardizer.fit(train_x) (or load_state_dict) must come before transforming")
-        return ((x.double() - self.mean) / self.std).to(x.dtype if x.is_floating_point() else torch.float32)
+        out = x.to(torch.float64, copy=True).sub_(self.mean).div_(self.std)  # in place: one float64 copy
+        return out.to(x.dtype if x.is_floating_point() else torch.float32)
 
     def state_dict(self) -> dict[str, Any]:
         if self.mean is None or self.std is None:
