@@ -38,6 +38,9 @@ def test_quick_benchmark_writes_every_comparison(tmp_path):
         "optimizer step: 200 parameter tensors",
         "start-up: wall time",
         "start-up: peak memory (RSS)",
+        "mnist 6k, 1 epoch MLP 784-64-128-64-10 batch 64: wall time",
+        "mnist 6k, 1 epoch MLP 784-64-128-64-10 batch 64: peak memory (RSS)",
+        "mnist 6k, 1 epoch MLP 784-64-128-64-10 batch 64: MNISTDataModule.setup()",
     ]:
         rows = [line for line in text.splitlines() if line.startswith(f"| {comparison} |")]
         assert len(rows) >= 2, comparison
@@ -50,6 +53,7 @@ def test_quick_benchmark_writes_every_comparison(tmp_path):
                 row
             )
     assert "<= 1.25x: " in text and ">= 0.50x: " in text  # the targets are printed with each row
+    assert "<= 0.2 s: " in text and "<= 500 MB: " in text  # targets in the row's own unit
     assert "bitwise equal to torch.optim.SGD" in text
     assert "python -X importtime" in text and re.search(r"- `torch[\w.]*`: \d+\.\d\d s", text)
 

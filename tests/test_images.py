@@ -3,6 +3,7 @@ with their checksums, and the CNN reaching >= 90% test accuracy on digits in a s
 
 import gzip
 import json
+import os
 import socket
 import time
 
@@ -10,9 +11,12 @@ import pytest
 import torch
 
 from gdlab.data import DigitsDataModule, FashionMNISTDataModule, MNISTDataModule
-from gdlab.data.idx import md5sum, read_idx, write_idx
+from gdlab.data.idx import CACHE_SUFFIX, md5sum, read_idx, write_idx
+from gdlab.data.images import pixel_counts
+from gdlab.data.standardize import Standardizer
 from gdlab.errors import ArgumentError
 from gdlab.train import train
+from tests.conftest import make_cfg
 
 NAMES = [
     "train-images-idx3-ubyte.gz",
@@ -39,6 +43,13 @@ def fake_mnist(folder, n_train=50, n_test=20, gz=True, seed=0):
     return md5, arrays
 
 
+class FloatMNIST(MNISTDataModule):
+    """The same images stored as float32 in [0, 1], as ImageDataModule stored them before uint8."""
+
+    def load_splits(self):
+        return {k: (x.float() / 255, y) for k, (x, y) in super().load_splits().items()}
+
+
 # ---------------------------------------------------------------- digits
 
 
@@ -47,15 +58,17 @@ def test_digits_shapes_dtypes_splits_and_normalisation():
     dm.setup()
     assert {k: len(v[0]) for k, v in dm.splits.items()} == {"train": 1257, "val": 270, "test": 270}
     assert dm.input_shape == (1, 8, 8) and dm.num_outputs == 10 and dm.task == "classification"
-    x, y = dm.splits["train"]
+    stored, y = dm.splits["train"]
+    assert stored.dtype == torch.uint8 and int(stored.max()) == 16  # stored as pixel values 0..16
+    x = dm.inputs(stored)
     assert x.dtype == torch.float32 and y.dtype == torch.int64 and y.shape == (1257,)
     assert set(y.tolist()) == set(range(10))
     # standardised with the training split's statistics: mean 0, std 1 there (and only there)
     assert abs(x.mean().item()) < 1e-5 and abs(x.std(unbiased=False).item() - 1) < 1e-4
     raw = DigitsDataModule(normalize=False)
     raw.setup()
-    raw_train = raw.splits["train"][0]
-    assert raw_train.min() == 0 and raw_train.max() == 1  # pixels 0..16 scaled to 0..1
+    raw_train = raw.inputs(raw.splits["train"][0])
+    assert raw_train.dtype == torch.float32 and raw_train.min() == 0 and raw_train.max() == 1  # 0..16 -> 0..1
     (((mean,),),) = dm.state_dict()["standardizer"]["mean"]  # one channel, as a plain float
     assert mean == pytest.approx(raw_train.double().mean().item(), rel=1e-9)
 
@@ -70,9 +83,35 @@ def test_digits_split_is_seeded_and_disjoint():
     from sklearn.datasets import load_digits
 
     everything = torch.from_numpy(load_digits().images).float().flatten(1) / 16
-    rows = torch.cat([a.splits[k][0].flatten(1) for k in ("train", "val", "test")])
+    rows = torch.cat([a.inputs(a.splits[k][0]).flatten(1) for k in ("train", "val", "test")])
     assert torch.equal(torch.sort(rows.sum(1)).values, torch.sort(everything.sum(1)).values)
     assert len(rows) == 1797
+
+
+def test_histogram_statistics_equal_the_fit_on_float_images():
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (300, 3, 5, 7), generator=gen, dtype=torch.uint8)
+    images[:, 2] = 9  # a constant channel keeps std 1
+    fitted = Standardizer(dims=(0, 2, 3)).fit(images.float() / 255)
+    counts = pixel_counts(images)
+    assert counts.shape == (3, 256) and int(counts.sum()) == images.numel()
+    values = torch.arange(256).float() / 255
+    from_counts = Standardizer(dims=(0, 2, 3)).fit_histogram(values, counts.reshape(3, 1, 1, 256))
+    assert from_counts.mean.shape == fitted.mean.shape == (3, 1, 1)
+    torch.testing.assert_close(from_counts.mean, fitted.mean, rtol=0, atol=1e-12)
+    torch.testing.assert_close(from_counts.std, fitted.std, rtol=0, atol=1e-12)
+    assert from_counts.std[2].item() == 1.0
+
+
+def test_float_images_of_ones_own_are_still_taken(tmp_path):
+    """A user's subclass may keep returning float images in [0, 1]: inputs() standardises them as before."""
+    md5, _ = fake_mnist(tmp_path / "m")
+    dm = FloatMNIST(data_dir=str(tmp_path / "m"), md5=md5, download=False, val_fraction=0.2)
+    dm.setup()
+    x = dm.splits["test"][0]
+    assert x.dtype == torch.float32
+    mean, std = dm.standardizer.mean, dm.standardizer.std
+    assert torch.equal(dm.inputs(x), ((x.double() - mean) / std).float())
 
 
 # ---------------------------------------------------------------- IDX files
@@ -125,18 +164,70 @@ def test_mnist_from_local_files(tmp_path, gz):
     assert {k: len(v[0]) for k, v in dm.splits.items()} == {"train": 40, "val": 10, "test": 20}
     assert dm.input_shape == (1, 28, 28) and dm.num_outputs == 10
     x, y = dm.splits["test"]
-    assert x.dtype == torch.float32 and y.dtype == torch.int64
+    assert x.dtype == torch.uint8 and y.dtype == torch.int64  # stored as in the files
+    assert torch.equal(x, arrays["t10k-images-idx3-ubyte"].unsqueeze(1))
     assert torch.equal(y, arrays["t10k-labels-idx1-ubyte"].long())  # the official test split, in file order
     mean, std = dm.standardizer.mean.item(), dm.standardizer.std.item()
-    torch.testing.assert_close(
-        x, ((arrays["t10k-images-idx3-ubyte"].double() / 255 - mean) / std).float().unsqueeze(1)
-    )
+    expected = ((arrays["t10k-images-idx3-ubyte"].float() / 255).double() - mean) / std
+    assert torch.equal(dm.inputs(x), expected.float().unsqueeze(1))  # the model's inputs
     # train + val are the training file, split by the seed
     pool = torch.cat([dm.splits["train"][1], dm.splits["val"][1]])
     assert sorted(pool.tolist()) == sorted(arrays["train-labels-idx1-ubyte"].tolist())
     again = MNISTDataModule(data_dir=str(tmp_path / "mnist"), md5=md5, download=False, val_fraction=0.2)
     again.setup()
     assert torch.equal(again.splits["val"][0], dm.splits["val"][0])
+
+
+def _caches(folder):
+    return {p.name: p.stat().st_mtime_ns for p in folder.glob(f"*{CACHE_SUFFIX}")}
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_decoded_files_are_cached_next_to_them_and_rebuilt_when_a_file_changes(tmp_path, gz):
+    folder = tmp_path / "mnist"
+    md5, arrays = fake_mnist(folder, gz=gz)
+    first = MNISTDataModule(data_dir=str(folder), md5=md5, download=False, val_fraction=0.2)
+    first.setup()
+    caches = _caches(folder)
+    assert len(caches) == 4 and not list(folder.glob("*.part"))
+    if gz:  # keyed by the verified md5 of each .gz
+        assert {f"{name}.{md5[name]}{CACHE_SUFFIX}" for name in NAMES} == set(caches)
+    time.sleep(0.01)
+    second = MNISTDataModule(data_dir=str(folder), md5=md5, download=False, val_fraction=0.2)
+    second.setup()
+    assert _caches(folder) == caches  # read, not written again
+    assert all(torch.equal(first.splits[k][i], second.splits[k][i]) for k in first.splits for i in (0, 1))
+    assert torch.equal(second.splits["test"][0], arrays["t10k-images-idx3-ubyte"].unsqueeze(1))
+    # a file replaced by other images: its cache is rebuilt (the stale one removed), the new images used
+    new_md5, new_arrays = fake_mnist(tmp_path / "other", gz=gz, seed=5)
+    name = "t10k-images-idx3-ubyte" + (".gz" if gz else "")
+    (folder / name).write_bytes((tmp_path / "other" / name).read_bytes())
+    md5 = {**md5, "t10k-images-idx3-ubyte.gz": new_md5["t10k-images-idx3-ubyte.gz"]}
+    third = MNISTDataModule(data_dir=str(folder), md5=md5, download=False, val_fraction=0.2)
+    third.setup()
+    assert torch.equal(third.splits["test"][0], new_arrays["t10k-images-idx3-ubyte"].unsqueeze(1))
+    now = _caches(folder)
+    assert len(now) == 4 and len(set(now) - set(caches)) == 1 and not list(folder.glob("*.part"))
+    assert all(now[k] == v for k, v in caches.items() if k in now)  # the other three untouched
+
+
+def test_a_read_only_data_dir_still_loads(tmp_path, monkeypatch):
+    folder = tmp_path / "mnist"
+    md5, arrays = fake_mnist(folder)
+    folder.chmod(0o555)
+    if os.geteuid() == 0:  # root writes anyway: refuse the final rename, as a read-only folder would
+
+        def refuse(*args):
+            raise PermissionError(13, "Read-only file system")
+
+        monkeypatch.setattr(os, "replace", refuse)
+    try:
+        dm = MNISTDataModule(data_dir=str(folder), md5=md5, download=False, val_fraction=0.2)
+        dm.setup()
+    finally:
+        folder.chmod(0o755)
+    assert torch.equal(dm.splits["test"][0], arrays["t10k-images-idx3-ubyte"].unsqueeze(1))
+    assert not _caches(folder) and not list(folder.glob("*.part"))
 
 
 def test_a_file_whose_checksum_does_not_match_is_never_used(tmp_path):
@@ -218,7 +309,8 @@ def test_download_shows_progress_verifies_and_discards_a_corrupt_file(tmp_path, 
     mirror = (tmp_path / "mirror").as_uri() + "/"  # file:// URLs go through the same urllib path as http
     dm = MNISTDataModule(data_dir=str(tmp_path / "data"), mirrors=[mirror], md5=md5, val_fraction=0.2)
     dm.setup()
-    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == sorted(NAMES)
+    downloaded = [p.name for p in (tmp_path / "data").iterdir() if not p.name.endswith(CACHE_SUFFIX)]
+    assert sorted(downloaded) == sorted(NAMES)  # (and each one's decoded cache)
     assert "t10k-images-idx3-ubyte.gz" in capsys.readouterr().err  # the progress bar names each file
     bad = dict(md5, **{"t10k-labels-idx1-ubyte.gz": "0" * 32})
     dm = MNISTDataModule(data_dir=str(tmp_path / "data2"), mirrors=[mirror], md5=bad)
@@ -306,6 +398,39 @@ def test_mnist_trains_through_the_real_path_from_local_files(cfg_factory, tmp_pa
     record = train(cfg)
     assert record["status"] == "completed" and record["step"] == 1
     assert 0.0 <= record["test/acc"] <= 1.0
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+def test_uint8_storage_trains_to_the_same_weights_as_float_storage(tmp_path, one_thread, normalize):
+    """Through the real path (blocks of steps included): uint8 images scaled per batch give bitwise the
+    weights of the same images stored as float32 in [0, 1]."""
+    md5, _ = fake_mnist(tmp_path / "files", n_train=100, n_test=20)
+    weights = []
+    for target in ("gdlab.data.MNISTDataModule", "tests.test_images.FloatMNIST"):
+        out = tmp_path / target.rsplit(".", 1)[1]
+        cfg = make_cfg(
+            out,
+            "data=mnist",
+            f"data._target_={target}",
+            f"data.data_dir={tmp_path / 'files'}",
+            f"data.md5={{{','.join(f'{k}: {v}' for k, v in md5.items())}}}",
+            "data.download=false",
+            "data.val_fraction=0.2",
+            "data.batch_size=8",
+            f"data.normalize={str(normalize).lower()}",
+            "model=mlp",
+            "model.hidden_sizes=[16]",
+            "loss=cross_entropy",
+            "trainer.max_epochs=2",
+            "trainer=cpu",
+            "callbacks=minimal",
+            "logger=none",
+        )
+        record = train(cfg)
+        assert record["status"] == "completed"
+        weights.append(torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"])
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
 
 
 def test_mnist_files_that_do_not_pair_up_are_refused(tmp_path):

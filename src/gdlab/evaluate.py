@@ -149,12 +149,13 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         # the optimizer step the weights are from (the run's metrics.json "step" for its final weights)
         metrics.update(ckpt_path=str(Path(cfg.ckpt_path).resolve()), step=ckpt.get("global_step"))
         if cfg.predict:
+            transform = None
             if cfg.get("predict_input"):
                 raw, targets = read_csv_numbers(cfg.predict_input), None
                 x = model_inputs(raw, datamodule, f"predict_input={cfg.predict_input}")
-            else:
-                (x, targets), raw = datamodule.splits["test"], None
-            batches = InMemoryBatches(x, batch_size=cfg.get("predict_batch_size"))
+            else:  # stored samples: the datamodule turns them into model inputs, batch by batch
+                (x, targets), raw, transform = datamodule.splits["test"], None, datamodule.inputs
+            batches = InMemoryBatches(x, batch_size=cfg.get("predict_batch_size"), transform=transform)
             preds = torch.cat(trainer.predict(module, dataloaders=batches))
             path = write_predictions(output_dir / PREDICTIONS_FILE, preds, datamodule.task, targets, raw)
             metrics["predictions"] = str(path.resolve())

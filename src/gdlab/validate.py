@@ -366,6 +366,7 @@ def check_network_outputs(cfg: DictConfig, net: nn.Module, datamodule: Any) -> N
     if not splits:  # not an in-memory datamodule: nothing to probe with
         return
     x, y = (t[:2] for t in splits["train"])
+    x = getattr(datamodule, "inputs", lambda v: v)(x)  # the stored samples as the model sees them
     expected = (len(x), datamodule.num_outputs) if datamodule.task == "classification" else tuple(y.shape)
     was_training = net.training
     net.eval()

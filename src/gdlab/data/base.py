@@ -88,6 +88,11 @@ class InMemoryDataModule(L.LightningDataModule):
         if not self.splits:  # idempotent: train.py calls it before Lightning does
             self.splits = self.build()
 
+    def inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """The model's inputs for stored samples ``x`` (a batch of ``splits[...][0]``); here ``x`` itself.
+        Applied to every batch served, so anything that feeds ``splits`` to the model must apply it too."""
+        return x
+
     @property
     def input_shape(self) -> tuple[int, ...]:
         self.setup()
@@ -104,7 +109,9 @@ class InMemoryDataModule(L.LightningDataModule):
         self.setup()
         x, y = self.splits[split]
         bs = self.batch_size if train else (self.eval_batch_size or self.batch_size)
-        return InMemoryBatches(x, y, batch_size=bs, shuffle=train and self.shuffle, seed=self.shuffle_seed)
+        return InMemoryBatches(
+            x, y, batch_size=bs, shuffle=train and self.shuffle, seed=self.shuffle_seed, transform=self.inputs
+        )
 
     def train_dataloader(self) -> InMemoryBatches:
         batches = self._batches("train", train=True)

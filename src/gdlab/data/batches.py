@@ -20,6 +20,7 @@ class InMemoryBatches:
     gradient descent). The shuffle order of epoch ``e`` depends only on ``(seed, e)``, so a
     resumed run sees the same order as an uninterrupted one. The epoch is ``set_epoch``'s, or, with
     ``epoch_source`` (e.g. ``lambda: trainer.current_epoch``), read from it when a pass starts.
+    ``transform`` (e.g. ``datamodule.inputs``) turns each batch's first tensor into the model's inputs.
     """
 
     def __init__(
@@ -30,6 +31,7 @@ class InMemoryBatches:
         seed: int = 0,
         drop_last: bool = False,
         epoch_source: Callable[[], int] | None = None,
+        transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         if not tensors or any(len(t) != len(tensors[0]) for t in tensors):
             raise ValueError("InMemoryBatches needs tensors of equal length along dim 0")
@@ -41,6 +43,7 @@ class InMemoryBatches:
         self.drop_last = drop_last
         self.epoch = 0
         self.epoch_source = epoch_source
+        self.transform = transform
         self._served = 0  # batches handed out so far in the current pass
         self.rank, self.world_size = 0, 1  # see shard()
         self._resume_state: dict[str, int] | None = None
@@ -130,8 +133,10 @@ class InMemoryBatches:
         lo, hi = self._bounds(i)
         if order is not None:
             idx = order[lo:hi]
-            return tuple(t.index_select(0, idx) for t in self.tensors)
-        return tuple(t[lo:hi] for t in self.tensors)
+            batch = tuple(t.index_select(0, idx) for t in self.tensors)
+        else:
+            batch = tuple(t[lo:hi] for t in self.tensors)
+        return batch if self.transform is None else (self.transform(batch[0]), *batch[1:])
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]] | Iterator[Block]:
         # A generator: the body, epoch included, runs when the first item is taken, i.e. inside the epoch.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 
 from gdlab.data.base import split_sizes
@@ -16,8 +17,11 @@ N_IMAGES = 1797  # the size of scikit-learn's digits set
 class DigitsDataModule(ImageDataModule):
     """``sklearn.datasets.load_digits``: images (1, 8, 8) with pixel values 0..16, 10 classes.
 
-    The 1,797 images are shuffled with ``seed`` and cut into train/val/test by the fractions.
+    Stored as uint8 (``pixel_max = 16``). The 1,797 images are shuffled with ``seed`` and cut into
+    train/val/test by the fractions.
     """
+
+    pixel_max = 16
 
     def __init__(self, val_fraction: float = 0.15, test_fraction: float = 0.15, **kwargs: Any) -> None:
         """``kwargs``: ``normalize`` and the batching arguments of :class:`ImageDataModule`."""
@@ -35,7 +39,7 @@ class DigitsDataModule(ImageDataModule):
         from sklearn.datasets import load_digits  # imported here: sklearn costs start-up time
 
         digits = load_digits()
-        x = torch.from_numpy(digits.images).float().unsqueeze(1) / 16.0  # pixel values are 0..16
+        x = torch.from_numpy(digits.images.astype(np.uint8)).unsqueeze(1)  # pixel values are 0..16
         y = torch.from_numpy(digits.target).long()
         sizes = split_sizes(len(x), self.val_fraction, self.test_fraction)
         return dict(zip(("train", "val", "test"), seeded_split(x, y, sizes, self.seed), strict=True))

@@ -6,10 +6,10 @@ then the values in big-endian C order.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import logging
-import math
 import os
 import struct
 import urllib.error
@@ -17,6 +17,7 @@ import urllib.request
 import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -28,37 +29,90 @@ IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x
 GZIP_MAGIC = b"\x1f\x8b"
 
 
-def _read_bytes(path: Path) -> bytes:
-    raw = path.read_bytes()
-    if raw[:2] != GZIP_MAGIC:
-        return raw
-    try:
-        return gzip.decompress(raw)
-    except (OSError, EOFError, zlib.error) as err:
-        raise ValueError(f"{path} is a corrupt gzip file ({err}): delete it and fetch it again") from None
+CACHE_SUFFIX = ".gdlab-cache.npy"  # the decoded array of a source file, next to it (see read_idx_cached)
+
+
+def _open(path: Path) -> BinaryIO:
+    with open(path, "rb") as f:
+        gz = f.read(2) == GZIP_MAGIC
+    return gzip.open(path, "rb") if gz else open(path, "rb")  # closed by the caller
 
 
 def read_idx(path: str | os.PathLike) -> torch.Tensor:
-    """The array stored in an IDX file (``.gz`` or raw, told apart by content) as a tensor."""
+    """The array stored in an IDX file (``.gz`` or raw, told apart by content) as a tensor.
+
+    The values are read straight into the returned array: the file's contents are never held twice.
+    """
     path = Path(path)
-    data = _read_bytes(path)
-    if len(data) < 4 or data[:2] != b"\x00\x00" or data[2] not in IDX_TYPES:
+    try:
+        with _open(path) as f:
+            head = f.read(4)
+            if len(head) < 4 or head[:2] != b"\x00\x00" or head[2] not in IDX_TYPES:
+                raise ValueError(
+                    f"{path} is not an IDX file (bad header {head.hex()}): replace it with the original"
+                )
+            dtype, ndim = np.dtype(IDX_TYPES[head[2]]), head[3]
+            sizes = f.read(4 * ndim)
+            if len(sizes) < 4 * ndim:
+                raise ValueError(f"{path} is truncated (header cut short): delete it and fetch it again")
+            shape = struct.unpack(f">{ndim}I", sizes)
+            array = np.empty(shape, dtype=dtype)
+            view, got = memoryview(array.reshape(-1).view(np.uint8)), 0
+            while got < array.nbytes and (n := f.readinto(view[got:])):
+                got += n
+            extra = bool(f.read(1))
+    except (gzip.BadGzipFile, EOFError, zlib.error) as err:
+        raise ValueError(f"{path} is a corrupt gzip file ({err}): delete it and fetch it again") from None
+    if got != array.nbytes or extra:
         raise ValueError(
-            f"{path} is not an IDX file (bad header {data[:4].hex()}): replace it with the original"
+            f"{path} is truncated or corrupt: its header says shape {shape} ({array.nbytes} bytes of data) "
+            f"but it holds {'more' if extra else got}: delete it and fetch it again"
         )
-    dtype, ndim = np.dtype(IDX_TYPES[data[2]]), data[3]
-    header = 4 + 4 * ndim
-    if len(data) < header:
-        raise ValueError(f"{path} is truncated (header cut short): delete it and fetch it again")
-    shape = struct.unpack(f">{ndim}I", data[4:header])
-    expected = math.prod(shape) * dtype.itemsize
-    if len(data) - header != expected:
-        raise ValueError(
-            f"{path} is truncated or corrupt: its header says shape {shape} ({expected} bytes of data) "
-            f"but it holds {len(data) - header}: delete it and fetch it again"
-        )
-    array = np.frombuffer(data, dtype=dtype, offset=header).astype(dtype.newbyteorder("="))
-    return torch.from_numpy(array.reshape(shape))
+    if dtype.byteorder not in "=|":
+        array = array.byteswap(inplace=True).view(dtype.newbyteorder("="))  # in place, to native order
+    return torch.from_numpy(array)
+
+
+def cache_key(path: Path, md5: str | None = None) -> str:
+    """What identifies a source file's contents: its verified ``md5``, else its size and mtime."""
+    if md5 is not None:
+        return md5
+    stat = path.stat()
+    return f"{stat.st_size}-{stat.st_mtime_ns}"
+
+
+def read_idx_cached(path: str | os.PathLike, key: str) -> torch.Tensor:
+    """``read_idx(path)``, kept decoded in ``<file>.<key>.gdlab-cache.npy`` next to it: later runs load that
+    (a memory map) instead of decompressing. ``key`` (see :func:`cache_key`) names the source's contents, so
+    a replaced file gets a new cache; a folder that cannot be written to just goes without one."""
+    path = Path(path)
+    cache = path.with_name(f"{path.name}.{key}{CACHE_SUFFIX}")
+    if cache.is_file():
+        try:
+            return torch.from_numpy(np.load(cache, mmap_mode="c"))
+        except (OSError, ValueError) as err:
+            log.debug("%s unreadable (%s): decoding %s again", cache, err, path.name)
+    tensor = read_idx(path)
+    _write_cache(cache, tensor.numpy(), stale=f"{path.name}.")
+    return tensor
+
+
+def _write_cache(cache: Path, array: np.ndarray, stale: str) -> None:
+    """Write atomically (a per-process temporary name, then ``os.replace``: DDP ranks never read half a
+    file) and remove the caches of the source's earlier contents (``stale`` + key + suffix)."""
+    part = cache.with_name(f"{cache.name}.{os.getpid()}.part")
+    try:
+        with open(part, "wb") as f:
+            np.save(f, array, allow_pickle=False)
+        os.replace(part, cache)
+        for old in cache.parent.glob(f"{stale}*{CACHE_SUFFIX}"):
+            if old != cache and "." not in old.name[len(stale) : -len(CACHE_SUFFIX)]:
+                old.unlink(missing_ok=True)
+    except OSError as err:
+        log.debug("no cache written for %s (%s)", cache.name, err)
+    finally:
+        with contextlib.suppress(OSError):
+            part.unlink(missing_ok=True)
 
 
 def write_idx(path: str | os.PathLike, tensor: torch.Tensor) -> Path:

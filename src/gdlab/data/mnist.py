@@ -6,7 +6,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from gdlab.data.idx import fetch_idx_files, read_idx
+import torch
+
+from gdlab.data.idx import cache_key, fetch_idx_files, read_idx_cached
 from gdlab.data.images import ImageDataModule, Split, check_val_fraction, holdout_sizes, seeded_split
 from gdlab.errors import ArgumentError
 
@@ -16,7 +18,8 @@ class MNISTDataModule(ImageDataModule):
     validation) and the official 10,000 test images.
 
     Args:
-        data_dir: folder holding the four IDX files (``*-ubyte.gz`` or uncompressed).
+        data_dir: folder holding the four IDX files (``*-ubyte.gz`` or uncompressed); each file's decoded
+            array is cached next to it (``<file>.<md5>.gdlab-cache.npy``) when the folder can be written to.
         download: fetch missing files from ``mirrors`` (progress bar, md5-verified).
         mirrors: base URLs tried in order (``null``: the standard ones).
         md5: gzipped file name -> md5, for files of your own (the others keep the published checksums).
@@ -76,15 +79,26 @@ class MNISTDataModule(ImageDataModule):
         return {"train": train, "val": val, "test": test}
 
     def _read(self, paths: Mapping[str, Path], prefix: str) -> Split:
-        """Images and labels of one file pair (``train`` or ``t10k``), scaled to [0, 1]."""
-        images = read_idx(paths[f"{prefix}-images-idx3-ubyte.gz"])
-        labels = read_idx(paths[f"{prefix}-labels-idx1-ubyte.gz"])
+        """uint8 images (N, 1, H, W) and int64 labels of one file pair (``train`` or ``t10k``)."""
+        images, labels = (
+            self._decoded(paths, f"{prefix}-{kind}-ubyte.gz") for kind in ("images-idx3", "labels-idx1")
+        )
         if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
             raise ValueError(
                 f"{self.name} {prefix}: expected images (N, H, W) and N labels, got {tuple(images.shape)} "
                 f"and {tuple(labels.shape)}: replace the files in {self.data_dir} with the originals"
             )
-        return images.unsqueeze(1).float() / 255.0, labels.long()
+        if images.dtype != torch.uint8:
+            raise ValueError(
+                f"{self.name} {prefix}: expected uint8 images, got {images.dtype}: "
+                f"replace the files in {self.data_dir} with the originals"
+            )
+        return images.unsqueeze(1), labels.long()
+
+    def _decoded(self, paths: Mapping[str, Path], name: str) -> torch.Tensor:
+        """One file's array, through its cache next to it (keyed by the verified md5 of a ``.gz``)."""
+        path = paths[name]
+        return read_idx_cached(path, cache_key(path, self.md5[name] if path.name == name else None))
 
 
 class FashionMNISTDataModule(MNISTDataModule):

@@ -36,10 +36,21 @@ class Standardizer:
         self.std = torch.where(std > 1e-12, std, torch.ones_like(std))
         return self
 
+    def fit_histogram(self, values: torch.Tensor, counts: torch.Tensor) -> Standardizer:
+        """The statistics of data that takes only the ``values`` (K,), ``counts[..., k]`` times each: one
+        mean/std per leading index of ``counts`` (e.g. ``(C, 1, 1, K)`` for images), no copy of the data."""
+        values, counts = values.double(), counts.double()
+        n = counts.sum(-1)
+        self.mean = (counts * values).sum(-1) / n
+        std = ((counts * (values - self.mean.unsqueeze(-1)) ** 2).sum(-1) / n).sqrt()
+        self.std = torch.where(std > 1e-12, std, torch.ones_like(std))
+        return self
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.mean is None or self.std is None:
             raise RuntimeError("Standardizer.fit(train_x) (or load_state_dict) must come before transforming")
-        return ((x.double() - self.mean) / self.std).to(x.dtype if x.is_floating_point() else torch.float32)
+        out = x.to(torch.float64, copy=True).sub_(self.mean).div_(self.std)  # in place: one float64 copy
+        return out.to(x.dtype if x.is_floating_point() else torch.float32)
 
     def state_dict(self) -> dict[str, Any]:
         if self.mean is None or self.std is None:

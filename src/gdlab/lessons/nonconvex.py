@@ -69,6 +69,7 @@ class HessianSpectrum(L.Callback):
         if not last or n > self.max_params:
             return
         x, y = trainer.datamodule.splits["train"]
+        x = getattr(trainer.datamodule, "inputs", lambda v: v)(x)
         was_training = pl_module.training
         pl_module.eval()
         try:
