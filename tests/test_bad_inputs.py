@@ -130,7 +130,11 @@ def value_of(setting: str, args: list[str]) -> str | None:
     return None
 
 
-@pytest.mark.parametrize(("shown", "setting", "extra"), CASES, ids=[c[0] for c in CASES])
+# A DDP case starts the run's processes before its line (a child interpreter, then the ranks): slow tier.
+PARAMS = [pytest.param(*c, id=c[0], marks=[pytest.mark.slow] if "ddp" in c[0] else []) for c in CASES]
+
+
+@pytest.mark.parametrize(("shown", "setting", "extra"), PARAMS)
 def test_bad_input_is_one_documented_line_naming_the_setting_and_its_value(
     monkeypatch, capfd, tmp_path, linear_ckpt, shown, setting, extra
 ):

@@ -54,7 +54,12 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("case", CASES)
+HEAVY = ("cnn on digits", "diverges")  # the slow tier: the others keep the fast tier's check of every path
+
+
+@pytest.mark.parametrize(
+    "case", [pytest.param(c, marks=[pytest.mark.slow] if c in HEAVY else []) for c in CASES]
+)
 def test_blocks_of_steps_give_the_same_run_as_one_step_per_training_step(tmp_path, case):
     one = _run(tmp_path, "one", *TINY, *CASES[case], "steps_per_call=1")
     # 5 does not divide the 22 batches of an epoch: blocks end mid-epoch and a short block ends each epoch

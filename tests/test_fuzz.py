@@ -8,6 +8,7 @@ line the command line prints). Never a run past its budget, never a file outside
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -70,10 +71,12 @@ def _leaves(node, prefix: str = "") -> list[str]:
     return keys
 
 
-LEAVES = {
-    combo: _leaves(compose_config("train", "paths.output_dir=/x", *BUDGET, *extra))
-    for combo, extra in COMBOS.items()
-}
+@functools.cache
+def leaves(combo: str) -> list[str]:
+    """The leaf settings of the combination's composed config (composed on first use, not at collection)."""
+    return _leaves(compose_config("train", "paths.output_dir=/x", *BUDGET, *COMBOS[combo]))
+
+
 GROUPS = ("data", "model", "loss", "optimizer", "trainer", "logger", "callbacks", "debug", "experiment")
 
 
@@ -82,11 +85,11 @@ def drawn_inputs(draw) -> tuple[str, str]:
     combo = draw(st.sampled_from(sorted(COMBOS)))
     kind = draw(st.sampled_from(["leaf"] * 8 + ["unknown-key", "unknown-option"]))
     if kind == "unknown-key":
-        key = draw(st.sampled_from(LEAVES[combo])).rsplit(".", 1)[0] + ".no_such_setting"
+        key = draw(st.sampled_from(leaves(combo))).rsplit(".", 1)[0] + ".no_such_setting"
         return combo, f"{key}={draw(st.sampled_from(BAD_VALUES))}"
     if kind == "unknown-option":
         return combo, f"{draw(st.sampled_from(GROUPS))}=no_such_option"
-    return combo, f"{draw(st.sampled_from(LEAVES[combo]))}={draw(st.sampled_from(BAD_VALUES))}"
+    return combo, f"{draw(st.sampled_from(leaves(combo)))}={draw(st.sampled_from(BAD_VALUES))}"
 
 
 class _TooLong(Exception):

@@ -58,6 +58,7 @@ def test_a_single_run_gets_one_directory(monkeypatch, tmp_path, value):
     assert "_+note-" in run_dir.name and len(run_dir.name.encode()) < 160
 
 
+@pytest.mark.slow  # a multirun of every kind of value: one job each
 def test_a_sweep_gets_one_directory_per_job_and_its_summary(monkeypatch, tmp_path):
     values = ",".join(VALUES.values())
     assert (
