@@ -511,12 +511,11 @@ MNIST_RUN = [
 ]
 # One child process that times MNISTDataModule.setup() (checksums, decoding or the cache, split, statistics).
 MNIST_LOAD = """import json, sys, time
-sys.path.insert(0, sys.argv[1])
 from gdlab.data import MNISTDataModule
-dm = MNISTDataModule(data_dir=sys.argv[2], md5=json.loads(sys.argv[3]), download=False)
+dm = MNISTDataModule(data_dir=sys.argv[1], md5=json.loads(sys.argv[2]), download=False)
 start = time.perf_counter()
 dm.setup()
-print(time.perf_counter() - start, file=open(sys.argv[4], "w"))
+print(time.perf_counter() - start, file=open(sys.argv[3], "w"))
 """
 
 
@@ -576,22 +575,20 @@ def bench_mnist(repeats: int, quick: bool) -> list[Row]:
         md5_arg = "{" + ",".join(f"{k}: {v}" for k, v in md5.items()) + "}"
         train = [sys.executable, str(REPO_ROOT / "train.py"), *MNIST_RUN, f"data.data_dir={data}"]
         train += [f"data.md5={md5_arg}", f"paths.root={tmp}/root"]
-        load = [sys.executable, "-c", MNIST_LOAD, str(REPO_ROOT / "src"), str(data), json.dumps(md5)]
+        load = [sys.executable, "-c", MNIST_LOAD, str(data), json.dumps(md5)]  # run_child sets PYTHONPATH
         timing = Path(tmp) / "load_seconds"
         for _ in range(repeats):
             seconds, peak = run_child([sys.executable, "-c", "import lightning"], REPO_ROOT)
             walls[0].values.append(seconds)
             peaks[0].values.append(peak)
-            for run in range(2):  # first run: no cache yet
-                if run == 0:
-                    for cache in data.glob(f"*{CACHE_SUFFIX}"):
-                        cache.unlink()
+            for cache in data.glob(f"*{CACHE_SUFFIX}"):  # the first run of each pair finds no cache
+                cache.unlink()
+            for run in range(2):
                 run_child([*load, str(timing)], REPO_ROOT)
                 loads[run].values.append(float(timing.read_text()))
+            for cache in data.glob(f"*{CACHE_SUFFIX}"):
+                cache.unlink()
             for run in range(2):
-                if run == 0:
-                    for cache in data.glob(f"*{CACHE_SUFFIX}"):
-                        cache.unlink()
                 seconds, peak = run_child(train, REPO_ROOT)
                 walls[run + 1].values.append(seconds)
                 peaks[run + 1].values.append(peak)
