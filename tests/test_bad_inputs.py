@@ -100,7 +100,6 @@ CASES = [
     ("loss=cross_entropy", "loss", []),
     ("model=cnn", "model", []),
     ("log_flush_steps=0", "log_flush_steps", []),
-    ("scheduler=cosine steps_per_call=8", "steps_per_call", []),
     ("trainer.max_epochs=0", "trainer.max_epochs", []),
     ("trainer.max_epochs=-1", "trainer.max_epochs", []),
     ("trainer.max_steps=0", "trainer.max_steps", []),

@@ -4,13 +4,12 @@ says what an upgrade removed and which module to revisit."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
-import torch
-from torch import nn
 
 from gdlab.integrations import tensorboard as tb_integration
-from gdlab.integrations.torch_module import FastPlainAttributes
+from tests.conftest import scalars
 
 
 def test_tensorboard_still_checksums_records_through_the_function_gdlab_replaces():
@@ -74,45 +73,78 @@ def test_event_files_written_with_fast_checksums_read_back_with_tensorboards_che
     assert records == 21 == len(list(RawEventFileLoader(str(path)).Load()))  # the file-version record + 20
 
 
-def test_torch_keeps_the_registries_the_fast_attribute_path_reads():
-    module = nn.Linear(2, 2)
-    for registry in ("_parameters", "_buffers", "_modules"):
-        assert isinstance(module.__dict__.get(registry), dict), (
-            f"torch.nn.Module no longer keeps {registry} in its __dict__: gdlab.integrations.torch_module's "
-            "fast path no longer applies (every attribute takes torch's own path); revisit that module"
-        )
+def test_lightning_still_closes_a_tensorboard_event_file_after_each_fit_and_test(tmp_path):
+    """The reason gdlab's logger keeps its own finalize: Lightning's closes the writer at the end of every fit
+    and test, so a run's final test opens a second event file. When this fails, Lightning keeps the file
+    open itself: gdlab's finalize and close can go."""
+    import lightning as L
+    from lightning.pytorch.demos.boring_classes import BoringModel
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    class LoggingModel(BoringModel):
+        def training_step(self, batch, batch_idx):
+            out = super().training_step(batch, batch_idx)
+            self.log("train/loss", out["loss"])
+            return out
+
+        def test_step(self, batch, batch_idx):
+            self.log("test/loss", self.step(batch))
+
+    def run(logger) -> int:
+        trainer = L.Trainer(
+            max_epochs=1, limit_train_batches=2, limit_val_batches=1, limit_test_batches=1, logger=logger,
+            log_every_n_steps=1,
+            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        )  # fmt: skip
+        model = LoggingModel()
+        trainer.fit(model)
+        trainer.test(model, verbose=False)
+        if isinstance(logger, tb_integration.TensorBoardLogger):
+            logger.close()
+        return len(list(Path(logger.log_dir).glob("events.out.tfevents.*")))
+
+    assert run(TensorBoardLogger(tmp_path / "lightning", name="", version="")) == 2, (
+        "Lightning's TensorBoardLogger no longer opens a second event file after finalize: "
+        "gdlab.integrations.tensorboard.TensorBoardLogger's finalize/close are no longer needed"
+    )
+    assert run(tb_integration.TensorBoardLogger(tmp_path / "gdlab", name="", version="")) == 1
 
 
-class _Fast(FastPlainAttributes):
-    def __init__(self) -> None:
-        super().__init__()
-        self.layer = nn.Linear(2, 2)
-        self.register_buffer("stat", torch.zeros(1))
+def test_a_summary_writer_still_takes_summaries_through_its_file_writer(tmp_path):
+    from tensorboard.compat.proto.summary_pb2 import Summary
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(tmp_path))
+    assert hasattr(writer, "file_writer") and hasattr(writer.file_writer, "add_summary"), (
+        "torch's SummaryWriter no longer has file_writer.add_summary: gdlab.integrations.tensorboard writes "
+        "a step's scalars and the HParams entry through it; revisit that module"
+    )
+    writer.file_writer.add_summary(Summary(value=[Summary.Value(tag="a", simple_value=1.5)]), 3)
+    writer.close()
+    assert scalars(tmp_path, "a") == [(3, 1.5)]
 
 
-class _Plain(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.layer = nn.Linear(2, 2)
-        self.register_buffer("stat", torch.zeros(1))
+def test_the_hparams_entry_reads_back_through_tensorboards_own_plugin(tmp_path):
+    """The three summaries gdlab builds (columns marked to show first, the row named by its trial ID, how
+    the session ended) as TensorBoard's HParams plugin reads them."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import api_pb2, metadata
 
-
-@pytest.mark.parametrize(
-    ("name", "value"),
-    [
-        ("hook_name", "training_step"),  # a plain attribute
-        ("count", 3),
-        ("layer", None),  # a registered submodule set to None stays registered, as None
-        ("stat", None),  # a registered buffer likewise
-        ("layer", nn.ReLU()),  # a module replaces a module
-        ("weight2", nn.Parameter(torch.ones(1))),  # a parameter is registered
-    ],
-)
-def test_fast_plain_attributes_end_as_torchs_own(name, value):
-    fast, plain = _Fast(), _Plain()
-    setattr(fast, name, value)
-    setattr(plain, name, value)
-    for registry in ("_parameters", "_buffers", "_modules"):
-        assert fast.__dict__[registry].keys() == plain.__dict__[registry].keys(), registry
-    assert (name in fast.__dict__) == (name in plain.__dict__)
-    assert getattr(fast, name) is getattr(plain, name) or getattr(fast, name) == getattr(plain, name)
+    logger = tb_integration.TensorBoardLogger(tmp_path, name="", version="")
+    params = {"optimizer.lr": 0.1, "seed": "3", "full": True}
+    logger.log_hparams_entry(params, {"val/loss": 0.5}, 7, "lr-0.1 @ t", "diverged", shown=["optimizer.lr"])
+    logger.close()
+    events = EventAccumulator(str(tmp_path))
+    events.Reload()
+    content = events.PluginTagToContent(metadata.PLUGIN_NAME)
+    experiment = metadata.parse_experiment_plugin_data(content[metadata.EXPERIMENT_TAG])
+    assert [(i.name, i.differs) for i in experiment.hparam_infos] == [
+        ("optimizer.lr", True), ("seed", False), ("full", False)
+    ]  # fmt: skip
+    assert [m.name.tag for m in experiment.metric_infos] == ["val/loss"]
+    start = metadata.parse_session_start_info_plugin_data(content[metadata.SESSION_START_INFO_TAG])
+    assert start.group_name == "lr-0.1 @ t"
+    assert start.hparams["optimizer.lr"].number_value == 0.1 and start.hparams["seed"].string_value == "3"
+    end = metadata.parse_session_end_info_plugin_data(content[metadata.SESSION_END_INFO_TAG])
+    assert end.status == api_pb2.STATUS_FAILURE
+    assert scalars(tmp_path, "val/loss") == [(7, 0.5)]

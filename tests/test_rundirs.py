@@ -154,3 +154,22 @@ def test_resume_last_of_a_diverged_run_says_so_keeps_its_record_and_uses_the_new
     record = _record(run_dir)
     assert record["status"] == "completed" and record["diag/lr"] == 0.5 and record["step"] == 40
     assert record["attempts"] == [first]  # the divergence at its step, with its error, kept as it was
+
+
+def test_a_checkpoint_of_an_older_gdlab_that_took_blocks_of_steps_is_refused_in_one_line(
+    monkeypatch, capsys, tmp_path, named_run
+):
+    """Older gdlab versions took several optimizer steps per training_step (manual optimization), whose
+    step count automatic optimization cannot continue: such a run is refused, not silently restarted."""
+    import torch
+
+    last = named_run / "checkpoints" / "last.ckpt"
+    ckpt = torch.load(last, weights_only=True)
+    torch.save({**ckpt, "gdlab_steps_per_call": 32}, last)
+    assert train_in_process(monkeypatch, f"resume={named_run}", "trainer.max_epochs=2") == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(
+        f"error: resume={named_run} was written by an older gdlab that took 32 optimizer"
+    )
+    assert "start a new run (eval.py still evaluates the checkpoint)" in err[-1]
+    assert len(err) == 1

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from gdlab.steplog import StepLog
+from gdlab.callbacks.steplog import StepLog
 from gdlab.train import train
 from tests.conftest import scalars
 

@@ -1,7 +1,8 @@
 """``build(cfg)``: the datamodule, the module and the Trainer of a run, from its composed config.
 
-Training and evaluation both build through here. Each component is built under its config key, so
-whatever it raises, in its own words, reaches the user as one line naming the setting
+Training and evaluation both build through here. This is the layer that knows which config key each
+component comes from: whatever a component raises in its own words, while it is built (:func:`building`)
+or later inside ``fit`` (:func:`blame`), reaches the user as one line naming the setting
 (``optimizer.lr=-1: Invalid learning rate: -1 (must be finite and > 0)``). The checks that span
 several groups (a loss that needs classes, a model that needs images) run in between, as soon as
 the pieces they compare exist.
@@ -19,9 +20,9 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from gdlab import blocks, validate
-from gdlab.errors import ConfigError, SettingError, first_line, show
-from gdlab.module import GDModule
+from gdlab import validate
+from gdlab.callbacks.steplog import StepLog
+from gdlab.errors import ConfigError, SettingError, first_line, quoted_argument, show
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +46,13 @@ def building(key: str, node: Any) -> Iterator[None]:
         raise SettingError(key, node, err) from err
 
 
-def build(cfg: DictConfig) -> tuple[L.LightningDataModule, GDModule, L.Trainer]:
+# The module of a run config written before the module group existed (old checkpoints' configs).
+DEFAULT_MODULE = {"_target_": "gdlab.module.GDModule"}
+
+
+def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.Trainer]:
     """Check the settings, seed everything with ``seed``, then instantiate the datamodule, the network,
-    loss, optimizer, callbacks, loggers and the Trainer."""
+    loss, optimizer and scheduler factories, the module that trains them, callbacks, loggers and Trainer."""
     validate.check_settings(cfg)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -65,25 +70,48 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, GDModule, L.Trainer]:
         optimizer = instantiate(cfg.optimizer)
         probe = optimizer(net.parameters())  # the factory's arguments are checked now, not inside fit
     scheduler, schedule = _build_scheduler(cfg, probe)
-    module = GDModule(
-        net=net,
-        loss_fn=loss_fn,
-        optimizer=optimizer,
-        scheduler=scheduler,
-        schedule=schedule,
-        task=datamodule.task,
-        num_outputs=datamodule.num_outputs,
-        config=OmegaConf.to_container(cfg, resolve=True),
-        log_flush_steps=cfg.get("log_flush_steps", 50),
-    )
-    callbacks = _build_group(cfg, "callbacks")
+    module_node = cfg.get("module") or OmegaConf.create(DEFAULT_MODULE)
+    with building("module", module_node):
+        module = instantiate(
+            module_node,
+            net=net,
+            loss_fn=loss_fn,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            schedule=schedule,
+            task=datamodule.task,
+            num_outputs=datamodule.num_outputs,
+        )
+        if not isinstance(module, L.LightningModule):
+            raise TypeError(f"{type(module).__name__} is not a LightningModule")
+    # Every checkpoint carries the run's config (primitives only), so eval.py can rebuild the run from it.
+    module.hparams["config"] = OmegaConf.to_container(cfg, resolve=True)
+    # Every run writes each optimizer step's train/loss (and what callbacks add) through its StepLog.
+    callbacks = [StepLog(flush_every=cfg.get("log_flush_steps", 50)), *_build_group(cfg, "callbacks")]
     loggers = _build_group(cfg, "logger")
     with building("trainer", cfg.trainer):
         limits = at_least_one_batch(cfg, datamodule)
         trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **limits)
     validate.check_world_size(cfg, datamodule, trainer)
-    module.set_steps_per_call(blocks.steps_per_call(cfg, datamodule, module, trainer))
     return datamodule, module, trainer
+
+
+def blame(cfg: DictConfig, err: BaseException) -> BaseException:
+    """An error raised inside ``fit`` (by Lightning or a component), as a :class:`SettingError` when its
+    message quotes the value of exactly one component's argument (``ModelCheckpoint(monitor='abc')``, the
+    scheduler's ``monitor``); otherwise ``err`` itself."""
+    if isinstance(err, ConfigError):
+        return err  # names its settings already
+    found = []
+    nodes = [
+        (k, cfg.get(k)) for k in ("data", "model", "loss", "optimizer", "scheduler", "module", "trainer")
+    ]
+    for group in ("callbacks", "logger"):
+        nodes += [(f"{group}.{name}", node) for name, node in (cfg.get(group) or {}).items()]
+    for key, node in nodes:
+        if isinstance(node, DictConfig) and quoted_argument(node, str(err)) is not None:
+            found.append((key, node))
+    return SettingError(found[0][0], found[0][1], err) if len(found) == 1 else err
 
 
 def at_least_one_batch(cfg: DictConfig, datamodule: L.LightningDataModule) -> dict[str, int]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from torch import Tensor
 from torchmetrics import MeanSquaredError, MetricCollection, R2Score
 from torchmetrics.classification import MulticlassAccuracy
 
@@ -27,3 +28,11 @@ def build_metrics(task: str, num_outputs: int) -> MetricCollection:
     if task not in METRICS:
         raise ValueError(f"unknown task {task!r}: expected one of {sorted(METRICS)}")
     return METRICS[task](num_outputs)
+
+
+def metric_inputs(task: str, preds: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+    """``(preds, targets)`` as the task's metrics take them: class scores and labels, or regression values
+    with a single output's trailing dimension dropped."""
+    if task == "classification" or preds.shape[-1] != 1:
+        return preds, targets
+    return preds.squeeze(-1), targets.squeeze(-1)

@@ -16,13 +16,12 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping
 from omegaconf import DictConfig
 
-from gdlab import blocks
 from gdlab.callbacks.guard import DivergenceGuard
+from gdlab.callbacks.steplog import StepLog
 from gdlab.console import print_config, rounded, route_lightning_logs
 from gdlab.errors import ConfigError, describe
-from gdlab.factory import build
-from gdlab.loggers import TensorBoardLogger
-from gdlab.module import STEPS_PER_CALL_KEY, GDModule
+from gdlab.factory import blame, build
+from gdlab.integrations.tensorboard import TensorBoardLogger
 from gdlab.runs.checkpoint import LastCheckpoint, check_fits, load_checkpoint, resolve_ckpt_path
 from gdlab.runs.hparams import log_hparams
 from gdlab.runs.processes import in_multirun, launches_processes, run_in_child
@@ -37,7 +36,6 @@ from gdlab.runs.record import (
 )
 from gdlab.runs.resume import resumed_config, resuming
 from gdlab.runs.rundir import check_run_dir, run_overrides, save_config
-from gdlab.validate import blame
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +62,13 @@ def task(cfg: DictConfig) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def outcome(trainer: L.Trainer, module: GDModule) -> dict[str, Any]:
+def step_values(trainer: L.Trainer) -> dict[str, float]:
+    """The last value of every per-step scalar the run's step log wrote (``train/loss``, ``diag/*``)."""
+    step_log = next((c for c in trainer.callbacks if isinstance(c, StepLog)), None)
+    return dict(step_log.latest) if step_log is not None else {}
+
+
+def outcome(trainer: L.Trainer) -> dict[str, Any]:
     """How training ended: ``{"status": "completed"}``, diverged with the step and one line, or
     ``stopped_early`` with the epoch and the early-stopping callback's ``reason``."""
     for callback in trainer.callbacks:
@@ -72,7 +76,7 @@ def outcome(trainer: L.Trainer, module: GDModule) -> dict[str, Any]:
             return {"status": "diverged", "step": callback.diverged.step, "error": callback.diverged.error}
     # Without the guard (e.g. callbacks=none), or before it starts checking (its first start_steps), a NaN
     # loss must still not read as a finished run: the last train/loss, and val/loss.
-    last = {"train/loss": module.step_log.latest.get("train/loss")}
+    last = {"train/loss": step_values(trainer).get("train/loss")}
     val = trainer.callback_metrics.get("val/loss")
     last["val/loss"] = float(val) if val is not None else None
     for name, loss in last.items():
@@ -102,12 +106,13 @@ def early_stopping_reason(callback: EarlyStopping) -> str:
     )
 
 
-def start_checkpoint(
-    cfg: DictConfig, datamodule: L.LightningDataModule, module: GDModule, trainer: L.Trainer, output_dir: Path
-) -> str | None:
+# An older gdlab took several optimizer steps per training_step (manual optimization) and said so here.
+OLD_BLOCKS_KEY = "gdlab_steps_per_call"
+
+
+def start_checkpoint(cfg: DictConfig, module: L.LightningModule, output_dir: Path) -> str | None:
     """The checkpoint fit() resumes from (``resume`` or ``ckpt_path``), checked to exist and to fit the
-    model, so a wrong path or a checkpoint of another model is one clear line before training; the run
-    takes the checkpoint's optimizer steps per training_step (:func:`gdlab.blocks.adopt_checkpoint`)."""
+    model, so a wrong path or a checkpoint of another model is one clear line before training."""
     resolved = resolve_ckpt_path(cfg, output_dir)
     if resolved is None:
         return None
@@ -115,8 +120,12 @@ def start_checkpoint(
     named = f"{setting}={cfg.get(setting)}"  # as typed: ckpt_path=<file> or resume=<run dir>
     ckpt = load_checkpoint(path, setting)
     check_fits(module, ckpt, named, cfg.model.get("_target_", "?"))
-    saved = ckpt.get(STEPS_PER_CALL_KEY, 1)
-    blocks.adopt_checkpoint(cfg, datamodule, module, trainer, saved, named)
+    if ckpt.get(OLD_BLOCKS_KEY, 1) != 1:
+        raise ConfigError(
+            f"{named} was written by an older gdlab that took {ckpt[OLD_BLOCKS_KEY]} optimizer steps per "
+            "training_step, whose step count this version cannot continue: start a new run (eval.py still "
+            "evaluates the checkpoint)"
+        )
     log.info("resuming from %s", path)
     return str(path)
 
@@ -140,10 +149,10 @@ def _save_interrupted(trainer: L.Trainer | None) -> None:
             log.info("interrupted at step %d: saved %s", trainer.global_step, callback.path)
 
 
-def _metrics(trainer: L.Trainer, module: GDModule) -> dict[str, Any]:
+def _metrics(trainer: L.Trainer) -> dict[str, Any]:
     """Epoch metrics (``val/loss``, ``train/mse``, ...) and the last value of every per-step one."""
     values = {k: to_number(v) for k, v in trainer.callback_metrics.items()}
-    values.update(module.step_log.latest)
+    values.update(step_values(trainer))
     return values
 
 
@@ -164,14 +173,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         if hasattr(datamodule, "true_params"):
             truth = {k: to_number(v) for k, v in datamodule.true_params().items()}
             log.info("true parameters of the data: %s", rounded(truth))
-        ckpt_path = start_checkpoint(cfg, datamodule, module, trainer, output_dir)
+        ckpt_path = start_checkpoint(cfg, module, output_dir)
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-        metrics.update(_metrics(trainer, module))
-        status = outcome(trainer, module)
+        metrics.update(_metrics(trainer))
+        status = outcome(trainer)
         if status["status"] in RESULT_STATUSES:
             # Test the final weights: the point where gradient descent ended, the same as last.ckpt.
             trainer.test(module, datamodule=datamodule, verbose=True)
-            metrics.update(_metrics(trainer, module))
+            metrics.update(_metrics(trainer))
         metrics.update(epoch=trainer.current_epoch, step=trainer.global_step)
         if trainer.fast_dev_run:
             # one batch of each split checks the path; its numbers are no result (summaries and
@@ -180,7 +189,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         metrics.update({k: v for k, v in status.items() if k != "status"})
         record = {**metrics, "status": status["status"]}
         # TensorBoard's HParams tab
-        log_hparams(trainer.loggers, cfg, record, trainer.global_step, per_step=module.step_log.latest)
+        log_hparams(trainer.loggers, cfg, record, trainer.global_step, per_step=step_values(trainer))
     except (KeyboardInterrupt, SystemExit) as stop:
         _save_interrupted(trainer)
         where = {"epoch": trainer.current_epoch, "step": trainer.global_step} if trainer is not None else {}
@@ -196,9 +205,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         if trainer is not None:
             try:
                 failed = {**metrics, "status": "failed"}
-                log_hparams(
-                    trainer.loggers, cfg, failed, trainer.global_step, per_step=module.step_log.latest
-                )
+                log_hparams(trainer.loggers, cfg, failed, trainer.global_step, per_step=step_values(trainer))
             except Exception as hparams_err:  # the run's own error is the one to report
                 log.warning("could not write the HParams entry: %s", hparams_err)
         if err is caught:

@@ -238,23 +238,6 @@ def _plural(what: str) -> str:
     }.get(what, what)
 
 
-def blame(cfg: DictConfig, err: BaseException) -> BaseException:
-    """An error raised while training, as a :class:`SettingError` when its message quotes the value of
-    exactly one component argument (Lightning's ``ModelCheckpoint(monitor='abc')`` ...); else ``err``."""
-    from gdlab.errors import SettingError, quoted_argument
-
-    if isinstance(err, ConfigError):
-        return err  # names its settings already
-    found = []
-    nodes = [(k, cfg.get(k)) for k in ("data", "model", "loss", "optimizer", "trainer")]
-    for group in ("callbacks", "logger"):
-        nodes += [(f"{group}.{name}", node) for name, node in (cfg.get(group) or {}).items()]
-    for key, node in nodes:
-        if isinstance(node, DictConfig) and quoted_argument(node, str(err)) is not None:
-            found.append((key, node))
-    return SettingError(found[0][0], found[0][1], err) if len(found) == 1 else err
-
-
 def choice(cfg: DictConfig, group: str) -> str:
     """How the user picked ``group``, as they would type it: ``loss=cross_entropy``.
 

@@ -4,7 +4,7 @@ the distance to the optimum, to the true parameters and the gap ``L - L*``.
 They run in the per-step path, so a step records raw material only, on the device: for a small model
 its gradient and its parameters before and after the step (two copies), for a larger one the per-tensor
 norms of gradients, parameters and the update (fused ``_foreach_norm`` kernels) and, for the linear
-model, the parameter vector. It goes into the module's step log (:mod:`gdlab.steplog`) as one raw
+model, the parameter vector. It goes into the run's step log (:mod:`gdlab.callbacks.steplog`) as one raw
 tensor; when the log is flushed, :meth:`GradientDiagnostics.columns` turns the whole block of steps
 into the ``diag/*`` values at once, and they reach the loggers with ``train/loss``, each at its step.
 """
@@ -18,8 +18,8 @@ import torch
 from torch import Tensor
 
 from gdlab.callbacks.linear import LinearView, exact_dtype, linear_view
+from gdlab.callbacks.steplog import StepLog
 from gdlab.errors import ArgumentError
-from gdlab.steplog import step_log_of
 
 RAW_KEY = "diag"  # the step-log key of the raw per-step tensor
 # Models with at most this many parameters record [gradient, theta_t, theta_{t+1}] per step (two copies,
@@ -71,9 +71,9 @@ class GradientDiagnostics(L.Callback):
         self._params = [p for p in pl_module.parameters() if p.requires_grad]
         self._flat = sum(p.numel() for p in self._params) <= FLAT_MAX
         self._pending = None
-        self._step_log = step_log_of(pl_module, self)
+        self._step_log = StepLog.of(trainer, self)
         self._step_log.derive(RAW_KEY, self.columns)
-        # After each optimizer step, whether Lightning calls training_step per step or per block of steps.
+        # After each optimizer step: the update just taken.
         self._hooks = [opt.register_step_post_hook(self._after_step) for opt in trainer.optimizers]
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:

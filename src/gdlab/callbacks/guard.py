@@ -1,6 +1,6 @@
 """Divergence is a result: stop at the first non-finite loss (or one far above its start) and say so.
 
-The guard reads ``train/loss`` of every step from the module's step log (:mod:`gdlab.steplog`) when
+The guard reads ``train/loss`` of every step from the run's step log (:mod:`gdlab.callbacks.steplog`) when
 it is flushed, so it adds nothing to the per-step path and the step and loss it reports are exactly
 those of the first bad step.
 """
@@ -15,8 +15,8 @@ import lightning as L
 
 from gdlab.callbacks.linear import linear_view
 from gdlab.callbacks.stability import StabilityBound, stability_bound
+from gdlab.callbacks.steplog import StepLog, Written
 from gdlab.errors import ArgumentError
-from gdlab.steplog import Written, step_log_of
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ class DivergenceGuard(L.Callback):
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._trainer, self.diverged, self._seen, self._start = trainer, None, 0, 0.0
-        step_log = step_log_of(pl_module, self)
+        step_log = StepLog.of(trainer, self)
         if self.read not in step_log.readers:
             step_log.readers.append(self.read)
         view = linear_view(trainer, pl_module)

@@ -76,8 +76,7 @@ class DescentPictures(L.Callback):
         )
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # The path grows after each optimizer step (torch's step post-hook), one step per training_step or
-        # a block of them (gdlab.blocks).
+        # The path grows after each optimizer step (torch's step post-hook).
         self._hooks = [opt.register_step_post_hook(self._after_step) for opt in trainer.optimizers]
 
     def _after_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:

@@ -122,10 +122,7 @@ class InMemoryDataModule(L.LightningDataModule):
             # DDP: each process takes its share of every global batch (val/test: every process sees
             # the whole split, so the epoch metrics are the single-process ones).
             batches.shard(trainer.global_rank, trainer.world_size)
-        # A module that takes several optimizer steps per training_step (GDModule.steps_per_call) is
-        # served blocks of that many batches; any other module gets one batch per training_step.
-        steps_per_call = getattr(trainer.lightning_module, "steps_per_call", 1) if trainer is not None else 1
-        return batches.blocks(steps_per_call) if steps_per_call > 1 else batches
+        return batches
 
     def val_dataloader(self) -> InMemoryBatches:
         return self._batches("val", train=False)

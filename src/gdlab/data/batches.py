@@ -47,7 +47,6 @@ class InMemoryBatches:
         self._served = 0  # batches handed out so far in the current pass
         self.rank, self.world_size = 0, 1  # see shard()
         self._resume_state: dict[str, int] | None = None
-        self.steps_per_call = 1  # see blocks()
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -60,20 +59,7 @@ class InMemoryBatches:
         return self.n // self.batch_size + (0 if self.drop_last or last < self.world_size else 1)
 
     def __len__(self) -> int:
-        """Items in one pass: batches, or blocks of ``steps_per_call`` batches."""
-        return -(-self.n_batches // self.steps_per_call)
-
-    def blocks(self, steps_per_call: int) -> InMemoryBatches:
-        """Serve :class:`Block` s of ``steps_per_call`` consecutive batches instead of single batches (1:
-        batches): the training loop then calls ``training_step`` once per block, which takes one optimizer
-        step per batch (gdlab's ``GDModule`` with ``steps_per_call > 1``). The batches are the same, in the
-        same order, as one at a time."""
-        if isinstance(steps_per_call, bool) or not isinstance(steps_per_call, int) or steps_per_call < 1:
-            raise ArgumentError(
-                "steps_per_call", f"Invalid steps_per_call: {steps_per_call!r} (must be an integer >= 1)"
-            )
-        self.steps_per_call = steps_per_call
-        return self
+        return self.n_batches
 
     def shard(self, rank: int, world_size: int) -> InMemoryBatches:
         """Serve process ``rank`` of ``world_size`` (DDP) its contiguous 1/world_size share of every
@@ -112,8 +98,7 @@ class InMemoryBatches:
     # Mid-epoch resume. Lightning stores ``state_dict()`` of a stateful train loader in every checkpoint
     # (under the checkpoint's ``loops`` entry) and calls ``load_state_dict`` before the resumed
     # epoch's ``iter()``. Our length is known, so Lightning prefetches nothing: when a checkpoint is
-    # saved after training on batch ``i``, exactly ``i + 1`` batches have been served (blocks count the
-    # batches taken from them), and the resumed pass continues with batch ``i + 1`` of the same
+    # saved after training on batch ``i``, exactly ``i + 1`` batches have been served, and the resumed pass continues with batch ``i + 1`` of the same
     # ``(seed, epoch)`` order.
     def state_dict(self) -> dict[str, int]:
         return {"epoch": self.epoch, "batches_served": self._served}
@@ -138,43 +123,13 @@ class InMemoryBatches:
             batch = tuple(t[lo:hi] for t in self.tensors)
         return batch if self.transform is None else (self.transform(batch[0]), *batch[1:])
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]] | Iterator[Block]:
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
         # A generator: the body, epoch included, runs when the first item is taken, i.e. inside the epoch.
         if self.epoch_source is not None:
             self.epoch = int(self.epoch_source())
         start = self._start()
         self._served = start
         order = self.permutation(self.epoch).to(self.tensors[0].device) if self.shuffle else None
-        n, k = self.n_batches, self.steps_per_call
-        if k > 1:
-            # Blocks are aligned on multiples of k from the pass's start, so a pass resumed mid-block first
-            # serves the rest of that block: every block is the same whether or not the run was resumed.
-            first = start
-            while first < n:
-                stop = min((first // k + 1) * k, n)
-                yield Block(self, first, stop, order)
-                first = stop
-            return
-        for i in range(start, n):
+        for i in range(start, self.n_batches):
             self._served = i + 1  # counted before the yield: the consumer holds batch i from here on
             yield self.batch(i, order)
-
-
-class Block:
-    """Consecutive training batches ``first .. stop - 1`` of one pass, served to one ``training_step`` (see
-    ``InMemoryBatches.steps_per_call``). Iterating it takes the batches one at a time, and the pass counts
-    each as served only when it is taken, so a checkpoint written mid-block resumes at the next batch."""
-
-    def __init__(self, source: InMemoryBatches, first: int, stop: int, order: torch.Tensor | None) -> None:
-        self.source, self.first, self.stop, self.order = source, first, stop, order
-
-    def __len__(self) -> int:
-        return self.stop - self.first
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
-        for i in range(self.first, self.stop):
-            self.source._served = i + 1
-            yield self.source.batch(i, self.order)
-
-    def __repr__(self) -> str:
-        return f"Block(batches {self.first}..{self.stop - 1})"

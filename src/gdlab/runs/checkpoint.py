@@ -7,7 +7,9 @@ file, a file that is not a checkpoint, a checkpoint whose weights do not fit the
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +20,12 @@ from lightning.pytorch.callbacks import Checkpoint
 from gdlab.errors import ArgumentError, ConfigError
 from gdlab.runs.resume import LAST_CKPT
 
+log = logging.getLogger(__name__)
+
 
 class LastCheckpoint(Checkpoint):
     """Keep ``<dirpath>/last.ckpt`` the newest full training state: every ``every_n_train_steps``
-    optimizer steps (at the end of the block that reaches them, when a training_step takes a block of
-    steps: :mod:`gdlab.blocks`), at each epoch end (after validation) and when training ends.
+    optimizer steps, at each epoch end (after validation) and when training ends.
 
     Lightning 2.6's ``ModelCheckpoint(save_last=True)`` only rewrites last.ckpt when it also saves a
     top-k checkpoint, so after an epoch without a better ``val/loss`` last.ckpt is not the final state.
@@ -67,8 +70,6 @@ class LastCheckpoint(Checkpoint):
         self._multiple = trainer.global_step // self.every_n_train_steps if self.every_n_train_steps else 0
 
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
-        # At the end of the training_step that reached a multiple of n steps (one step per training_step:
-        # exactly at it; a block of steps: at the block's end, the first point Lightning can checkpoint).
         n = self.every_n_train_steps
         if n and trainer.global_step // n > self._multiple:
             self._multiple = trainer.global_step // n
@@ -82,6 +83,47 @@ class LastCheckpoint(Checkpoint):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.save(trainer)
+
+    def on_load_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        """A resumed run trains with the configured optimizer settings, not the checkpoint's: torch's
+        ``load_state_dict`` would bring back each group's ``lr`` (and the rest) with the optimizer's state,
+        so ``resume=<run> optimizer.lr=0.5`` would silently go on at the old rate while ``config.yaml``
+        says 0.5. (Lightning calls this before it restores the optimizer from ``checkpoint``.)
+
+        Under a schedule the group's ``lr`` is the schedule's current value, part of the state the run
+        resumes bitwise: it comes from the checkpoint (with the schedule's own state); a changed
+        ``optimizer.lr`` is reported, not applied halfway through a schedule."""
+        states = checkpoint.get("optimizer_states") or []
+        configured = pl_module.configure_optimizers()
+        scheduled = bool(checkpoint.get("lr_schedulers")) or isinstance(configured, Mapping)
+        optimizer = configured["optimizer"] if isinstance(configured, Mapping) else configured
+        if len(states) != 1 or not isinstance(optimizer, torch.optim.Optimizer):
+            return
+        for group, saved in zip(optimizer.param_groups, states[0].get("param_groups", []), strict=False):
+            for name, value in group.items():
+                if scheduled and name in ("lr", "initial_lr"):
+                    if name == "initial_lr":
+                        continue
+                    value = group.get("initial_lr", value)  # the schedule's base rate, as configured
+                    base = saved.get("initial_lr", value)
+                    if base != value:
+                        log.warning(
+                            "optimizer.lr: %s in the checkpoint's schedule, %s in the config: the schedule "
+                            "resumes from the checkpoint (start a new run to change its base rate)",
+                            base,
+                            value,
+                        )
+                    continue
+                if name != "params" and name in saved and saved[name] != value:
+                    log.info(
+                        "optimizer %s: %s in the checkpoint, %s from the config (used)",
+                        name,
+                        saved[name],
+                        value,
+                    )
+                    saved[name] = value
 
 
 def load_checkpoint(path: str | os.PathLike, setting: str = "ckpt_path") -> dict[str, Any]:

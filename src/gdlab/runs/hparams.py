@@ -2,7 +2,7 @@
 
 Lightning logs the module's saved hyperparameters at fit start; with ``default_hp_metric: false`` that
 writes no HParams entry. At the end of the run :func:`log_hparams` writes the one entry the tab shows
-(gdlab's logger: :meth:`gdlab.loggers.TensorBoardLogger.log_hparams_entry`): a flat, short set of keys
+(gdlab's logger: :meth:`gdlab.integrations.tensorboard.TensorBoardLogger.log_hparams_entry`): a flat, short set of keys
 (the chosen data, model, loss and optimizer, lr, batch size, seed, epochs, status, and every override
 of the run), the final ``train/``, ``val/`` and ``test/`` metrics (losses first), and a trial ID that
 starts with what tells the run apart (:func:`trial_id`).
@@ -128,7 +128,7 @@ def log_hparams(
     """
     from lightning.pytorch.loggers import TensorBoardLogger
 
-    from gdlab.loggers import TensorBoardLogger as GDLabTensorBoardLogger
+    from gdlab.integrations.tensorboard import TensorBoardLogger as GDLabTensorBoardLogger
 
     params = hparams_for(cfg, status=record.get("status"))
     finite = {
