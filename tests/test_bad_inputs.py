@@ -76,6 +76,7 @@ CASES = [
     ("callbacks.model_checkpoint.monitor=abc", "callbacks.model_checkpoint.monitor", []),  # Lightning, in fit
     ("callbacks.pictures=5", "callbacks.pictures", []),
     ("trainer.check_val_every_n_epoch=0", "trainer.check_val_every_n_epoch", []),
+    ("trainer.val_check_interval=0", "trainer.val_check_interval", []),
     ("data.batch_size=x", "data.batch_size", []),
     ("seed=1.5", "seed", []),
     ("seed=null", "seed", []),
@@ -258,5 +259,5 @@ def test_wrong_types_are_refused_before_anything_is_built(tmp_path):
         with pytest.raises(ValueError) as info:
             build(make_cfg(tmp_path, override))
         assert describe(info.value).startswith(line), describe(info.value)
-    cfg = make_cfg(tmp_path, "optimizer.lr=1e-2", "data.batch_size=null", "+trainer.gradient_clip_val=1.0")
+    cfg = make_cfg(tmp_path, "optimizer.lr=1e-2", "data.batch_size=null", "trainer.gradient_clip_val=1.0")
     assert cfg.optimizer.lr == 0.01 and cfg.data.batch_size is None  # keys outside the table stay open

@@ -51,7 +51,7 @@ def test_lr_1_1_x_critical_diverges_and_metrics_json_says_so(cfg_factory, tmp_pa
     assert 0 < on_disk["step"] < 100 and on_disk["epoch"] < 300  # stopped early, not at max_epochs
     error = on_disk["error"]
     assert f"diverged at step {on_disk['step']}: train/loss = " in error
-    assert f"optimizer.lr = {cfg.optimizer.lr:g} = 1.10 x critical lr {critical:.4g}" in error
+    assert f"lr = {cfg.optimizer.lr:g} = 1.10 x critical lr {critical:.4g}" in error
     assert "\n" not in error and "test/loss" not in on_disk  # one line; no test on diverged weights
 
 

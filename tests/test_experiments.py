@@ -33,6 +33,6 @@ def test_diverge_experiment_is_a_result_not_a_crash(tmp_path):
     record = json.loads((run_dir / "metrics.json").read_text())
     assert record["status"] == "diverged" and record["step"] < 50
     log = (run_dir / "train.log").read_text()
-    assert "optimizer.lr = 1.046 = 1.10 x critical lr 0.9507 (2/lambda_max): full-batch GD diverges" in log
+    assert "lr = 1.046 = 1.10 x critical lr 0.9507 (2/lambda_max): full-batch GD diverges" in log
     assert record["error"] in log
     assert (run_dir / "plots" / "landscape_final.png").is_file()

@@ -90,3 +90,19 @@ def test_users_add_their_own_configs_without_editing_gdlab(tmp_path, how):
     config = (run_dir / "config.yaml").read_text()
     assert "n_features: 7" in config and "init: 0.0" in config
     assert json.loads((run_dir / "metrics.json").read_text())["status"] == "completed"
+
+
+def test_the_wheels_package_list_names_every_package_under_src_and_the_config_tree():
+    """pyproject.toml lists the packages by hand (conf/ maps to gdlab.conf): a new package under src/ that
+    is not listed would be missing from the wheel."""
+    import tomllib
+
+    config = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    src = REPO_ROOT / "src"
+    found = {
+        ".".join(init.parent.relative_to(src).parts)
+        for init in src.rglob("__init__.py")
+        if "egg-info" not in str(init)
+    }
+    assert set(config["packages"]) == found | {"gdlab.conf", "hydra_plugins"}
+    assert config["package-dir"] == {"": "src", "gdlab.conf": "conf"}

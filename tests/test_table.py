@@ -88,7 +88,7 @@ def test_an_integer_target_with_few_values_is_classification(tmp_path, caplog):
         dm.setup()
     assert dm.task == "classification" and dm.num_outputs == 3 and dm.classes == [3.0, 7.0, 9.0]
     assert dm.splits["train"][1].dtype == torch.int64 and set(dm.splits["train"][1].tolist()) <= {0, 1, 2}
-    assert "data.task: classification" in caplog.text
+    assert "task: classification (the target" in caplog.text
     forced = TableDataModule(str(tmp_path / "t.npy"), task="regression")
     assert forced.task == "regression" and forced.num_outputs == 1
 

@@ -1,10 +1,11 @@
 """The command line: ``python train.py`` / ``gdlab-train`` / ``python -m gdlab`` and ``python eval.py`` /
 ``gdlab-eval``.
 
-Hydra parses the command line, composes the config from the package's ``conf/`` (plus any
-``--config-dir``) and runs the task; this layer turns any failure into one line on stderr and exit
-status 1 (``verbose=true`` shows the traceback instead), and Ctrl+C into exit status 130. A failed job
-of a multirun is recorded and the sweep goes on; the sweep's summary sets the exit status at its end.
+Hydra parses the command line, composes the config from ``conf/`` (shipped in the package as
+``gdlab.conf``; ``conf/local/`` and any ``--config-dir`` included) and runs the task; this layer turns any
+failure into one line on stderr and exit status 1 (``verbose=true`` shows the traceback instead), and
+Ctrl+C into exit status 130. A failed job of a multirun is recorded and the sweep goes on; the sweep's
+summary sets the exit status at its end.
 Only Hydra and OmegaConf are imported here: ``--help`` and ``--cfg job`` need no torch.
 """
 
@@ -22,27 +23,17 @@ import hydra
 from omegaconf import DictConfig
 
 from gdlab.conf import CONFIG_PACKAGE
-from gdlab.errors import describe
+from gdlab.errors import describe, exit_with
 
 log = logging.getLogger(__name__)
 
-VERBOSE_HINT = "  [verbose=true for the traceback]"
 _TRUE = ("true", "True", "1", "yes")
 
 
-class RunFailed(SystemExit):
-    """A single run failed with ``error``: exit status 1 and one line.
-
-    A ``SystemExit`` so that it passes Hydra's own error report (which handles ``Exception`` only)
-    and reaches :func:`_run` unchanged."""
-
-    def __init__(self, error: BaseException) -> None:
-        super().__init__(1)
-        self.error = error
-
-
-def _task(body: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
-    """Wrap a task body (imported only when the task runs) for Hydra: errors as described above."""
+def _task(body: Callable[[DictConfig], Any], failed: list[BaseException]) -> Callable[[DictConfig], Any]:
+    """Wrap a task body (imported only when the task runs) for Hydra. A single run's error is kept in
+    ``failed`` for :func:`_run` to print (Hydra would add a line of its own to an error raised through it);
+    a failed job of a multirun is recorded and the sweep goes on."""
 
     def run_task(cfg: DictConfig) -> Any:
         try:
@@ -51,7 +42,8 @@ def _task(body: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
             from gdlab.runs.processes import in_multirun
 
             if not in_multirun():
-                raise RunFailed(err) from err
+                failed.append(err)
+                return None
             # The job's metrics.json records the failure; the sweep goes on and its summary counts it.
             line = describe(err)
             log.error("job failed: %s", line, exc_info=err if cfg.get("verbose") else None)
@@ -109,43 +101,34 @@ def _evaluate(cfg: DictConfig) -> None:
     evaluate(cfg)
 
 
-_hydra_train = hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_PACKAGE}", config_name="train")(
-    _task(_train)
-)
-_hydra_eval = hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_PACKAGE}", config_name="eval")(
-    _task(_evaluate)
-)
-
-
 def train_main() -> None:
     """``python train.py [overrides]``, ``gdlab-train`` and ``python -m gdlab``."""
-    _run(_hydra_train)
+    _run(_train, "train")
 
 
 def eval_main() -> None:
     """``python eval.py ckpt_path=<file> [overrides]`` and ``gdlab-eval``."""
-    _run(_hydra_eval)
+    _run(_evaluate, "eval")
 
 
-def _run(hydra_main: Callable[[], Any]) -> None:
-    """Run a Hydra main; any failure becomes one line on stderr (exit status 1), Ctrl+C exit status 130."""
-    from gdlab.runs.sweep import SweepIncomplete
+def _run(body: Callable[[DictConfig], Any], config_name: str) -> None:
+    """Run ``body`` under Hydra's main with ``<config_name>.yaml``; any failure becomes one line on stderr
+    (exit status 1), Ctrl+C exit status 130.
 
+    Hydra raises the errors of composition as they are (``HYDRA_FULL_ERROR``, its documented switch,
+    instead of its own multi-line report); a single run's error comes back from the task. A sweep whose
+    jobs did not all complete ends with its summary's line (:class:`gdlab.runs.sweep.SweepSummary`)."""
     # verbose=true is a setting, but errors can come before the config exists: read it as typed.
     verbose = any(
         arg.lstrip("+").partition("=")[::2] == ("verbose", value) for arg in sys.argv[1:] for value in _TRUE
     )
-    # Hydra's documented switch to raise errors instead of printing its own multi-line report.
     os.environ["HYDRA_FULL_ERROR"] = "1"
+    failed: list[BaseException] = []
+    hydra_main = hydra.main(
+        version_base="1.3", config_path=f"pkg://{CONFIG_PACKAGE}", config_name=config_name
+    )
     try:
-        hydra_main()
-    except RunFailed as failed:
-        if verbose:
-            failed.error.__suppress_context__ = True  # its own cause chain, not the RunFailed around it
-            raise failed.error  # noqa: B904
-        _exit_with(describe(failed.error))
-    except SweepIncomplete as incomplete:
-        _exit_with(incomplete.message, hint=False)
+        hydra_main(_task(body, failed))()
     except KeyboardInterrupt:
         # Ctrl+C: the run's metrics.json already says "interrupted" (train saves last.ckpt first); a sweep
         # also gets the summary of its jobs so far.
@@ -156,17 +139,15 @@ def _run(hydra_main: Callable[[], Any]) -> None:
         summary = close_interrupted()
         print("interrupted (Ctrl+C)" + (f"; the sweep so far: {summary}" if summary else ""), file=sys.stderr)
         raise SystemExit(130) from None
-    except Exception as err:  # the command line or the config, before any task ran
-        if verbose:
-            raise
-        _exit_with(describe(err))
-
-
-def _exit_with(line: str, hint: bool = True) -> None:
+    except Exception as err:
+        failed.append(err)
+    if not failed:
+        return
+    if verbose:
+        raise failed[0]
     from gdlab.runs.record import is_rank_zero
 
-    if is_rank_zero():  # a DDP run's other ranks fail with it: rank 0's line is the run's one line
-        print(f"error: {line}{VERBOSE_HINT if hint else ''}", file=sys.stderr)
-    else:
-        logging.getLogger(__name__).error(line)  # in that rank's own log file
-    raise SystemExit(1) from None
+    if not is_rank_zero():  # a DDP run's other ranks fail with it: rank 0's line is the run's one line
+        log.error(describe(failed[0]))  # in that rank's own log file
+        raise SystemExit(1)
+    exit_with(describe(failed[0]))

@@ -19,8 +19,18 @@ from __future__ import annotations
 import errno
 import json
 import re
+import sys
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NoReturn
+
+VERBOSE_HINT = "  [verbose=true for the traceback]"
+
+
+def exit_with(message: str, hint: bool = True) -> NoReturn:
+    """End the command with exit status 1 and its one line on stderr: ``error: <message>`` (and, where
+    a traceback exists, how to see it)."""
+    print(f"error: {message}{VERBOSE_HINT if hint else ''}", file=sys.stderr)
+    raise SystemExit(1)
 
 
 class ConfigError(ValueError):

@@ -14,6 +14,7 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import EarlyStopping
+from lightning.pytorch.utilities.model_helpers import is_overridden
 from omegaconf import DictConfig
 
 from gdlab.callbacks.guard import DivergenceGuard
@@ -177,7 +178,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         metrics.update(_metrics(trainer))
         status = outcome(trainer)
-        if status["status"] in RESULT_STATUSES:
+        if status["status"] in RESULT_STATUSES and not is_overridden("test_step", module):
+            log.info("no test metrics: %s has no test_step", type(module).__name__)
+        elif status["status"] in RESULT_STATUSES:
             # Test the final weights: the point where gradient descent ended, the same as last.ckpt.
             trainer.test(module, datamodule=datamodule, verbose=True)
             metrics.update(_metrics(trainer))

@@ -56,6 +56,12 @@ SETTINGS: dict[str, tuple[Any, str, str]] = {
     "trainer.log_every_n_steps": (*_OPT_INT, "trainer.log_every_n_steps=1"),
     "trainer.check_val_every_n_epoch": (*_OPT_INT, "trainer.check_val_every_n_epoch=1"),
     "trainer.num_sanity_val_steps": (*_OPT_INT, "trainer.num_sanity_val_steps=0"),
+    "trainer.num_nodes": (*_INT, "trainer.num_nodes=1"),
+    "trainer.val_check_interval": (
+        lambda v: v is None or _NUMBER[0](v),
+        "a number or null",
+        "trainer.val_check_interval=0.5",
+    ),
     # Lightning's ModelCheckpoint asserts a non-empty monitor deep inside fit
     "callbacks.model_checkpoint.monitor": (
         lambda v: v is None or (isinstance(v, str) and v != ""),
@@ -71,6 +77,7 @@ TRAINER_MINIMA = (
     ("check_val_every_n_epoch", 1, 1),
     ("num_sanity_val_steps", -1, 0),
     ("min_epochs", 0, 1),
+    ("num_nodes", 1, 1),
 )
 
 
@@ -112,6 +119,12 @@ def check_settings(cfg: DictConfig) -> None:
         )
     if max_steps is not None and (max_steps < -1 or max_steps == 0):
         raise ConfigError(f"trainer.max_steps={max_steps} must be -1 (no limit) or >= 1")
+    interval = trainer.get("val_check_interval")
+    if isinstance(interval, (int, float)) and not isinstance(interval, bool) and interval <= 0:
+        raise ConfigError(
+            f"trainer.val_check_interval={interval} must be > 0: batches between validations (an integer) "
+            "or a fraction of an epoch (a number up to 1), e.g. trainer.val_check_interval=0.5"
+        )
     for key, low, example in TRAINER_MINIMA:
         value = trainer.get(key)
         if value is not None and value < low:
@@ -377,5 +390,5 @@ def check_world_size(cfg: DictConfig, datamodule: Any, trainer: Any) -> None:
     if world_size > 1 and batch_size is not None and batch_size % world_size:
         raise ConfigError(
             f"data.batch_size={batch_size} (the global batch) does not split evenly over the {world_size} "
-            f"processes of trainer.devices/num_nodes: use a multiple of {world_size}"
+            f"processes of trainer.devices x trainer.num_nodes: use a multiple of {world_size}"
         )

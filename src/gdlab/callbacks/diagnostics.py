@@ -11,6 +11,7 @@ into the ``diag/*`` values at once, and they reach the loggers with ``train/loss
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import lightning as L
@@ -20,6 +21,8 @@ from torch import Tensor
 from gdlab.callbacks.linear import LinearView, exact_dtype, linear_view
 from gdlab.callbacks.steplog import StepLog
 from gdlab.errors import ArgumentError
+
+log = logging.getLogger(__name__)
 
 RAW_KEY = "diag"  # the step-log key of the raw per-step tensor
 # Models with at most this many parameters record [gradient, theta_t, theta_{t+1}] per step (two copies,
@@ -67,6 +70,12 @@ class GradientDiagnostics(L.Callback):
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.view = linear_view(trainer, pl_module) if self.reference else None
+        if self.reference and not hasattr(pl_module, "loss_fn"):
+            log.info(
+                "diag/loss_gap and the distances to the optimum are left out: %s has no loss_fn attribute (the "
+                "loss it minimises; see docs/extending.md, 'A LightningModule')",
+                type(pl_module).__name__,
+            )
         # Listed once: pl_module.parameters() walks every submodule (metrics included), ~0.5 ms a call.
         self._params = [p for p in pl_module.parameters() if p.requires_grad]
         self._flat = sum(p.numel() for p in self._params) <= FLAT_MAX

@@ -24,18 +24,17 @@ log = logging.getLogger(__name__)
 def lr_statement(
     lr: float, bound: StabilityBound | None, full_batch: bool, closed_form: bool = True, rule: str = ""
 ) -> str:
-    """``optimizer.lr = 0.4 = 0.80 x critical lr 0.5 (2/lambda_max) ...``: the current step size relative to
+    """``lr = 0.4 = 0.80 x critical lr 0.5 (2/lambda_max) ...``: the current step size relative to
     the step rule's stability bound (:mod:`gdlab.callbacks.stability`)."""
     if bound is None:
         if closed_form:
-            return f"optimizer.lr = {lr:g} (no critical lr for {rule}: it is known for GD, heavy ball and Nesterov)"
-        return f"optimizer.lr = {lr:g} (critical lr unknown: it is known for the linear model on MSE)"
+            return f"lr = {lr:g} (no critical lr for {rule}: it is known for GD, heavy ball and Nesterov)"
+        return f"lr = {lr:g} (critical lr unknown: it is known for the linear model on MSE)"
     ratio = lr / bound.critical_lr
     verdict = f"full-batch {bound.rule} " + ("converges" if ratio < 1 else "diverges")
     note = "" if full_batch else f" (the bound is for full-batch {bound.rule}; minibatch steps add noise)"
     return (
-        f"optimizer.lr = {lr:g} = {ratio:.2f} x critical lr {bound.critical_lr:.4g} ({bound.formula}): "
-        f"{verdict}{note}"
+        f"lr = {lr:g} = {ratio:.2f} x critical lr {bound.critical_lr:.4g} ({bound.formula}): {verdict}{note}"
     )
 
 
@@ -158,14 +157,10 @@ class DivergenceGuard(L.Callback):
                 what = f"train/loss = {loss}"
         lr = self._lr(trainer)
         if self.critical_lr is not None:
-            lr_part = (
-                f"optimizer.lr = {lr:g} = {lr / self.critical_lr:.2f} x critical lr {self.critical_lr:.4g}"
-            )
+            lr_part = f"lr = {lr:g} = {lr / self.critical_lr:.2f} x critical lr {self.critical_lr:.4g}"
             fix = f"below {self.critical_lr:.4g}"
         else:
-            lr_part, fix = f"optimizer.lr = {lr:g} (critical lr unknown for this model)", "(e.g. 10x smaller)"
-        self.diverged = Divergence(
-            step, f"diverged at step {step}: {what}; {lr_part}; lower optimizer.lr {fix}"
-        )
+            lr_part, fix = f"lr = {lr:g} (critical lr unknown for this model)", "(e.g. 10x smaller)"
+        self.diverged = Divergence(step, f"diverged at step {step}: {what}; {lr_part}; lower lr {fix}")
         log.warning(self.diverged.error)
         trainer.should_stop = True  # (trainer.min_epochs / min_steps, when set, keep Lightning training)

@@ -95,7 +95,7 @@ def read_csv(path: Path, header: bool | None, delimiter: str) -> Table:
             raise ArgumentError(
                 "path",
                 f"Invalid path: line {lines[i]} of {path.name} has {len(row)} cells, the first row {width} "
-                f"(is data.delimiter={delimiter!r} right?)",
+                f"(is delimiter={delimiter!r} right?)",
             )
     cells = np.array([[cell.strip() for cell in row] for row in body], dtype=str).reshape(len(body), width)
     try:
@@ -110,7 +110,7 @@ def read_csv(path: Path, header: bool | None, delimiter: str) -> Table:
                 raise ArgumentError(
                     "path",
                     f"Invalid path: {table.where(i)}, column {table.label(j)} of {path.name} {what} "
-                    "(every cell must be a number: fill it, or leave the column out with data.features)",
+                    "(every cell must be a number: fill it, or leave the column out of features)",
                 )
     return table
 
@@ -304,8 +304,8 @@ class TableDataModule(InMemoryDataModule):
         n_values = len(np.unique(y))
         if integral and n_values <= MAX_INFERRED_CLASSES:
             log.info(
-                "data.task: classification (the target %s holds %d integer values); pass data.task=regression "
-                "to fit it as a number",
+                "task: classification (the target %s holds %d integer values); pass task='regression' to fit "
+                "it as a number",
                 label,
                 n_values,
             )

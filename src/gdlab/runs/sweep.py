@@ -23,6 +23,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from gdlab.errors import exit_with
 from gdlab.runs.record import METRICS_FILE, RESULT_STATUSES, STOPPED_NOTE, record_stopped
 
 log = logging.getLogger(__name__)
@@ -369,17 +370,6 @@ def write_summary(sweep_dir: str | Path, metrics: Iterable[str] | None = None) -
     return summary
 
 
-class SweepIncomplete(SystemExit):
-    """Some job of the sweep did not complete: the command ends with exit status 1 and ``message``.
-
-    A ``SystemExit``: Hydra turns an ``Exception`` raised by a callback into a warning, and the entry point
-    (:mod:`gdlab.entry`) prints the message as the command's one error line."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(1)
-        self.message = message
-
-
 # The sweep this process is running (set when it starts), for :func:`close_interrupted` after Ctrl+C.
 _running_sweep: list[Path] = []
 
@@ -398,9 +388,12 @@ def close_interrupted() -> Path | None:
 
 
 class SweepSummary(Callback):
-    """Hydra callback: at the end of a multirun, write the summary into the sweep directory, and raise
-    :class:`SweepIncomplete` when a job did not complete (``fail_on_incomplete: false`` turns that off).
-    A sweep ended by Ctrl+C gets its summary from :func:`close_interrupted`."""
+    """Hydra callback: at the end of a multirun, write the summary into the sweep directory, and end the
+    command with exit status 1 and one line when a job did not complete (``fail_on_incomplete: false``
+    turns that off). A sweep ended by Ctrl+C gets its summary from :func:`close_interrupted`.
+
+    Hydra turns an ``Exception`` raised by a callback into a warning: the command ends here, as the last
+    callback of the multirun (:func:`gdlab.errors.exit_with`)."""
 
     def __init__(self, fail_on_incomplete: bool = True) -> None:
         self.fail_on_incomplete = fail_on_incomplete
@@ -427,7 +420,8 @@ class SweepSummary(Callback):
             for job in failed:
                 counts[job.status] = counts.get(job.status, 0) + 1
             how = ", ".join(f"{c} {s}" for s, c in sorted(counts.items()))
-            raise SweepIncomplete(
+            exit_with(
                 f"{len(failed)} of {len(summary.jobs)} sweep jobs did not complete ({how}); "
-                f"see {sweep_dir / 'summary.md'}"
+                f"see {sweep_dir / 'summary.md'}",
+                hint=False,
             )
