@@ -1,6 +1,6 @@
 """Rebuild a sweep's summary (summary.csv, summary.md, summary.png) from its directory.
 
-    python scripts/summarize_sweep.py outputs/multirun/2026-11-21_23-51-02-571218
+    python scripts/summarize_sweep.py outputs/multirun/<time>
     python scripts/summarize_sweep.py outputs/multirun/<time> --metrics val/loss test/loss
 
 Prints the Markdown table; exits 1 when some job of the sweep did not complete (as the sweep did).
