@@ -33,7 +33,9 @@ def main(report: str = "coverage.json") -> int:
     # it): its modules cannot be below the floor, so without this check they would pass unseen
     unmeasured = [pkg for pkg in packages if not any(f"/{pkg.replace('.', '/')}/" in f"/{p}" for p in files)]
     for pkg in unmeasured:
-        print(f"coverage: {pkg} (in [tool.coverage.run] source_pkgs) is not in {report}: nothing of it was measured")
+        print(
+            f"coverage: {pkg} (in [tool.coverage.run] source_pkgs) is not in {report}: nothing of it was measured"
+        )
     for path, percent in below.items():
         print(f"coverage: {path} is {percent:.1f}% covered, below the floor of {floor}%: test it, or say why")
     if below:
