@@ -105,6 +105,7 @@ CASES = [
     ("trainer.max_epochs=-1", "trainer.max_epochs", []),
     ("trainer.max_steps=0", "trainer.max_steps", []),
     ("trainer.devices=0", "trainer.devices", []),
+    ("trainer.devices=1000000000000000", "trainer.devices", []),  # Lightning: a MemoryError listing them
     ("trainer.precision=bogus", "trainer.precision", []),
     ("trainer=ddp_cpu data.batch_size=63", "data.batch_size", []),
     ("paths.root=", "paths.root", []),

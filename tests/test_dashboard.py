@@ -76,3 +76,10 @@ def test_trial_ids_start_with_what_tells_runs_apart(tmp_path):
     assert trial_id(sweep_job) == f"3_optimizer.lr-0.1_seed-0 @ {time}"
     assert trial_id(make_cfg(tmp_path / "runs" / f"{time}_model-mlp")) == f"model-mlp @ {time}"
     assert trial_id(make_cfg(tmp_path / "runs" / time)) == f"defaults @ {time}"
+
+
+def test_a_chosen_option_of_any_group_is_shown_by_its_name(typed):
+    """`callbacks=minimal` on the command line is a column reading `minimal`, not the group's whole config."""
+    params = hparams_for(typed("callbacks=minimal", "scheduler=step", "optimizer.lr=0.1"))
+    assert params["callbacks"] == "minimal" and params["scheduler"] == "step"
+    assert params["optimizer.lr"] == 0.1

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from gdlab.data import InMemoryBatches, LinearDataModule
+from gdlab.data import InMemoryBatches, LinearDataModule, PolynomialDataModule
 from gdlab.errors import ArgumentError
 
 
@@ -94,3 +94,22 @@ def test_bad_data_settings(kwargs, argument, match):
     with pytest.raises(ArgumentError, match=match) as info:
         LinearDataModule(**kwargs)
     assert info.value.argument == argument and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("module", "kwargs", "argument"),
+    [
+        (LinearDataModule, {"n_samples": 10**15}, "n_samples"),
+        (LinearDataModule, {"n_features": 10**15}, "n_features"),
+        (PolynomialDataModule, {"degree": 10**15}, "degree"),
+    ],
+)
+def test_data_larger_than_memory_is_refused_by_the_setting_that_makes_it_so(module, kwargs, argument):
+    """Generated data that cannot fit is refused before torch's allocator fails with a message naming no
+    setting; the larger of the two sizes is the one named."""
+    with pytest.raises(
+        ArgumentError,
+        match=rf"^Invalid {argument}: {10**15} \(.* in float64 need .* GiB, more than this machine's",
+    ) as info:
+        module(**kwargs)
+    assert info.value.argument == argument

@@ -6,7 +6,9 @@ import json
 import os
 import socket
 import time
+from typing import ClassVar
 
+import lightning as L
 import pytest
 import torch
 
@@ -380,10 +382,23 @@ def test_mse_on_classification_trains_on_one_hot_targets_and_reports_accuracy(cf
     assert 0 < record["test/loss"] < 0.1  # the mean over m x 10 one-hot entries
 
 
+class PredictionProbe(L.Callback):
+    """Records the classes the module predicts for each test batch, and the batch's labels (a test's probe:
+    ``+callbacks.predictions._target_=tests.test_images.PredictionProbe``)."""
+
+    seen: ClassVar[list[tuple[torch.Tensor, torch.Tensor]]] = []
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        x, y = batch
+        self.seen.append((pl_module(x).argmax(dim=1).cpu(), y.cpu()))
+
+
 def test_mnist_trains_through_the_real_path_from_local_files(cfg_factory, tmp_path, one_thread):
     """data=mnist end to end on generated uncompressed files (no published checksum for those: the IDX
-    header is checked), with the CNN sized for 28x28 and no network access (data.download=false)."""
-    fake_mnist(tmp_path / "files", n_train=40, n_test=10, gz=False)
+    header is checked), with the CNN sized for 28x28 and no network access (data.download=false); the
+    reported test accuracy is the share of the test file's labels the network predicts, counted by hand."""
+    _, arrays = fake_mnist(tmp_path / "files", n_train=40, n_test=30, gz=False)
+    PredictionProbe.seen.clear()
     cfg = cfg_factory(
         "data=mnist",
         f"data.data_dir={tmp_path / 'files'}",
@@ -394,10 +409,15 @@ def test_mnist_trains_through_the_real_path_from_local_files(cfg_factory, tmp_pa
         "debug=fdr",
         "trainer=cpu",
         "logger=none",
+        "+callbacks.predictions._target_=tests.test_images.PredictionProbe",
     )
     record = train(cfg)
     assert record["status"] == "completed" and record["step"] == 1
-    assert 0.0 <= record["test/acc"] <= 1.0
+    predicted = torch.cat([p for p, _ in PredictionProbe.seen])
+    labels = torch.cat([y for _, y in PredictionProbe.seen])
+    assert torch.equal(labels, arrays["t10k-labels-idx1-ubyte"].long())  # the whole test file, in order
+    hits = int((predicted == labels).sum())
+    assert record["test/acc"] == pytest.approx(hits / 30, abs=1e-6), (record["test/acc"], hits)
 
 
 @pytest.mark.parametrize("normalize", [True, False])

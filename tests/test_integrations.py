@@ -12,17 +12,30 @@ from gdlab.integrations import tensorboard as tb_integration
 from tests.conftest import scalars
 
 
-def test_tensorboard_still_checksums_records_through_the_function_gdlab_replaces():
+def test_gdlabs_logger_checksums_every_event_record_with_google_crc32c(tmp_path, monkeypatch):
+    """What the swap is for: each record gdlab's logger writes gets its two checksums (length and data)
+    from google-crc32c's C code, counted through a spy on it."""
+    import google_crc32c
+    from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
     from tensorboard.summary.writer import record_writer
 
     assert hasattr(record_writer, "masked_crc32c"), (
         "tensorboard.summary.writer.record_writer.masked_crc32c is gone: gdlab.integrations.tensorboard "
         "can no longer speed up event files (TensorBoard still works, slower); revisit that module"
     )
-    assert tb_integration.use_fast_checksums(), (
+    assert google_crc32c.implementation == "c", (
         "google-crc32c (a gdlab dependency) has no C implementation here"
     )
-    assert record_writer.masked_crc32c is tb_integration.fast_masked_crc32c
+    real, calls = google_crc32c.value, []
+    monkeypatch.setattr(google_crc32c, "value", lambda data: calls.append(len(data)) or real(data))
+    logger = tb_integration.TensorBoardLogger(tmp_path, name="", version="")
+    for step in range(10):
+        logger.log_metrics({"train/loss": 1.0 / (step + 1), "diag/lr": 0.1}, step)
+    logger.close()
+    (path,) = tmp_path.glob("events.out.tfevents.*")
+    records = list(RawEventFileLoader(str(path)).Load())
+    assert len(records) > 10 and len(calls) == 2 * len(records), (len(calls), len(records))
+    assert calls.count(8) == len(records)  # one of each pair is the 8-byte length header
 
 
 def test_fast_checksums_are_tensorboards_own():

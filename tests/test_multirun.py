@@ -205,16 +205,17 @@ def _compose_hydra(*overrides: str):
     ],
 )
 def test_plugin_configs_compose(override, target):
+    """Each option selects its plugin, which takes the composed config as it is (the optuna search itself:
+    test_optuna_search_over_lr_and_width)."""
+    from hydra.utils import instantiate
+
     cfg = _compose_hydra(override)
     node = cfg.hydra.sweeper if "optuna" in override else cfg.hydra.launcher
     assert node._target_ == target
-    if "slurm" in override:
-        assert cfg.hydra.launcher.submitit_folder.endswith("/.submitit/%j")
-    if override == "hydra/launcher=slurm":  # gdlab's preset on top of the plugin's config
-        assert cfg.hydra.launcher.timeout_min == 240 and cfg.hydra.launcher.cpus_per_task == 4
-    if "optuna" in override:
-        assert cfg.hydra.sweeper.direction == "minimize" and cfg.optimized_metric == "val/loss"
-        assert str(cfg.hydra.sweeper.params["optimizer.lr"]) == "tag(log, interval(0.001, 1.0))"
+    plugin = instantiate(node)  # a key the plugin does not take, or a wrong type, fails here
+    assert f"{type(plugin).__module__}.{type(plugin).__name__}" == target
+    if "slurm" in override:  # SLURM's logs and pickles beside the sweep's job directories
+        assert cfg.hydra.launcher.submitit_folder == f"{cfg.hydra.sweep.dir}/.submitit/%j"
 
 
 STAND_IN = """

@@ -1,7 +1,9 @@
-"""Closed forms for the linear model ``y_hat = X w + b`` under ``L = 1/m * sum (y - y_hat)^2``.
+"""Closed forms for the linear model ``y_hat = X w + b`` under ``L = 1/m * sum (y - y_hat)^2``, and
+back-propagation written out.
 
 The one place the mathematics lives: least squares, the analytic gradient, the Hessian, its
-spectrum and the critical learning rate of full-batch gradient descent. Pure torch; pass float64
+spectrum and the critical learning rate of full-batch gradient descent; the mean cross-entropy's
+gradient; the backward pass of a one-hidden-layer network by the chain rule. Pure torch; pass float64
 tensors for reference-quality numbers (every function computes in the dtype it is given).
 
 Shapes: ``X`` is ``(m, d)``; ``y`` is ``(m,)`` (then ``w`` is ``(d,)`` and ``b`` a scalar) or
@@ -170,4 +172,161 @@ def reference(X: Tensor, y: Tensor, bias: bool = True) -> Reference:
         condition_number=float(condition_number(X, bias)),
         critical_lr=float(critical_learning_rate(X, bias, num_outputs=k)),
         bias=bias,
+    )
+
+
+# --- Cross-entropy and back-propagation through one hidden layer -------------------------------------
+# The same conventions as above: ``X`` is ``(m, d)``, a layer computes ``X W + b`` with ``W`` of shape
+# ``(in, out)`` (``nn.Linear`` stores the transpose: pass ``layer.weight.T``), losses are means over ``m``.
+
+
+def cross_entropy(logits: Tensor, y: Tensor) -> Tensor:
+    """``L = -1/m * sum_i log softmax(logits_i)[y_i]`` for integer classes ``y`` of shape ``(m,)``."""
+    return -(logits.log_softmax(dim=1).gather(1, y.unsqueeze(1))).mean()
+
+
+def cross_entropy_logit_gradient(logits: Tensor, y: Tensor) -> Tensor:
+    """``dL/dlogits = (softmax(logits) - onehot(y)) / m``: the mean cross-entropy's gradient, ``(m, k)``.
+
+    Per sample, ``d(-log softmax(z)[y])/dz_j = softmax(z)_j - [j = y]``; the mean over ``m`` divides by
+    ``m`` (no class weights, no label smoothing: ``torch.nn.CrossEntropyLoss()``'s defaults).
+    """
+    one_hot = torch.nn.functional.one_hot(y, num_classes=logits.shape[1]).to(logits.dtype)
+    return (logits.softmax(dim=1) - one_hot) / len(logits)
+
+
+def cross_entropy_gradient(w: Tensor, b: Tensor, X: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """The analytic gradient of the mean cross-entropy of a linear layer's logits ``X w + b``.
+
+    With ``G = (softmax(X w + b) - onehot(y)) / m``: ``dL/dw = X^T G`` ``(d, k)`` and ``dL/db = sum_i G_i``
+    ``(k,)``, the same shape of formula as :func:`mse_gradient` with the residual replaced by ``G``.
+    """
+    G = cross_entropy_logit_gradient(predict(w, b, X), y)
+    return X.T @ G, G.sum(dim=0)
+
+
+def mse_logit_gradient(outputs: Tensor, y: Tensor) -> Tensor:
+    """``dL/doutputs = (2/(m k)) (outputs - y)`` for ``L`` the mean over all ``m * k`` squared errors.
+
+    Integer class targets ``(m,)`` are one-hot encoded first, as ``gdlab.losses.MSELoss`` does.
+    """
+    return 2.0 * (outputs - _mse_targets(outputs, y)) / outputs.numel()
+
+
+def _mse_targets(outputs: Tensor, y: Tensor) -> Tensor:
+    if y.is_floating_point():
+        return y
+    return torch.nn.functional.one_hot(y, num_classes=outputs.shape[1]).to(outputs.dtype)
+
+
+def _sigmoid_derivative(z: Tensor) -> Tensor:
+    s = torch.sigmoid(z)
+    return s * (1 - s)
+
+
+def _gelu(z: Tensor) -> Tensor:
+    return 0.5 * z * (1 + torch.erf(z / math.sqrt(2)))
+
+
+def _gelu_derivative(z: Tensor) -> Tensor:
+    density = torch.exp(-0.5 * z**2) / math.sqrt(2 * math.pi)  # of the standard normal
+    return 0.5 * (1 + torch.erf(z / math.sqrt(2))) + z * density
+
+
+def _silu_derivative(z: Tensor) -> Tensor:
+    s = torch.sigmoid(z)
+    return s * (1 + z * (1 - s))
+
+
+# name (as ``model.activation`` takes it) -> (act, act'): the activations gdlab's MLP offers, with torch's
+# default arguments (LeakyReLU's slope 0.01, ELU's alpha 1, exact GELU) and ReLU'(0) = 0 as autograd has it.
+ACTIVATIONS = {
+    "ReLU": (torch.relu, lambda z: (z > 0).to(z.dtype)),
+    "Tanh": (torch.tanh, lambda z: 1 - torch.tanh(z) ** 2),
+    "Sigmoid": (torch.sigmoid, _sigmoid_derivative),
+    "LeakyReLU": (
+        lambda z: torch.where(z > 0, z, 0.01 * z),
+        lambda z: torch.where(z > 0, 1.0, torch.full_like(z, 0.01)),
+    ),
+    "ELU": (lambda z: torch.where(z > 0, z, torch.expm1(z)), lambda z: torch.where(z > 0, 1.0, torch.exp(z))),
+    "SiLU": (lambda z: z * torch.sigmoid(z), _silu_derivative),
+    "GELU": (_gelu, _gelu_derivative),
+}
+
+
+class Backprop(NamedTuple):
+    """One forward and backward pass through ``Linear -> activation -> Linear``: the forward caches
+    (``z``, ``h``, ``logits``, ``loss``) and the gradient of the loss with respect to each of them and to
+    each parameter (``d_<name>``, the shape of ``<name>``)."""
+
+    z: Tensor
+    h: Tensor
+    logits: Tensor
+    loss: Tensor
+    d_logits: Tensor
+    d_W2: Tensor
+    d_b2: Tensor
+    d_h: Tensor
+    d_z: Tensor
+    d_W1: Tensor
+    d_b1: Tensor
+
+
+def backprop(
+    W1: Tensor,
+    b1: Tensor,
+    W2: Tensor,
+    b2: Tensor,
+    X: Tensor,
+    y: Tensor,
+    loss: str = "mse",
+    activation: str = "ReLU",
+) -> Backprop:
+    """Back-propagation through a one-hidden-layer network, written out layer by layer.
+
+    Forward, keeping what the backward pass needs::
+
+        z = X W1 + b1   (m, n)     h = act(z)   (m, n)     logits = h W2 + b2   (m, k)
+
+    Backward, the chain rule from the loss down (``*`` is the elementwise product)::
+
+        dL/dlogits = (2/(m k)) (logits - y)          loss="mse" (mean over all m*k entries)
+                   = (softmax(logits) - onehot(y)) / m   loss="cross_entropy" (mean over m)
+        dL/dW2 = h^T dL/dlogits      dL/db2 = sum_i dL/dlogits_i
+        dL/dh  = dL/dlogits W2^T
+        dL/dz  = dL/dh * act'(z)
+        dL/dW1 = X^T dL/dz           dL/db1 = sum_i dL/dz_i
+
+    ``W1`` is ``(d, n)``, ``b1`` ``(n,)``, ``W2`` ``(n, k)``, ``b2`` ``(k,)``; ``y`` is ``(m, k)`` floats
+    for MSE (or ``(m,)`` classes, one-hot encoded as ``gdlab.losses.MSELoss`` does) and ``(m,)`` classes
+    for cross-entropy. ``activation`` is the name ``model.activation`` takes (see ``ACTIVATIONS``).
+    """
+    if loss not in ("mse", "cross_entropy"):
+        raise ValueError(f"Invalid loss: {loss!r} (expected 'mse' or 'cross_entropy')")
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"Invalid activation: {activation!r} (expected one of {', '.join(ACTIVATIONS)})")
+    act, act_derivative = ACTIVATIONS[activation]
+    z = X @ W1 + b1
+    h = act(z)
+    logits = h @ W2 + b2
+    if loss == "mse":
+        value = ((logits - _mse_targets(logits, y)) ** 2).mean()
+        d_logits = mse_logit_gradient(logits, y)
+    else:
+        value = cross_entropy(logits, y)
+        d_logits = cross_entropy_logit_gradient(logits, y)
+    d_h = d_logits @ W2.T
+    d_z = d_h * act_derivative(z)
+    return Backprop(
+        z=z,
+        h=h,
+        logits=logits,
+        loss=value,
+        d_logits=d_logits,
+        d_W2=h.T @ d_logits,
+        d_b2=d_logits.sum(dim=0),
+        d_h=d_h,
+        d_z=d_z,
+        d_W1=X.T @ d_z,
+        d_b1=d_z.sum(dim=0),
     )

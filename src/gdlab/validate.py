@@ -81,6 +81,11 @@ TRAINER_MINIMA = (
 )
 
 
+# More GPUs or CPU processes than any one machine runs: Lightning would list them all first (a MemoryError
+# for trainer.devices=1e15, naming no setting).
+MAX_DEVICES = 4096
+
+
 def check_settings(cfg: DictConfig) -> None:
     """Types of the common settings, then the ranges a type cannot express."""
     missing = object()
@@ -103,6 +108,11 @@ def check_settings(cfg: DictConfig) -> None:
         raise ConfigError(
             f"trainer.devices={devices} must be a number of devices >= 1, -1 (all of them) or auto: "
             "pass e.g. trainer.devices=1"
+        )
+    if isinstance(devices, int) and devices > MAX_DEVICES:
+        raise ConfigError(
+            f"trainer.devices={devices} is more devices than one machine has (at most {MAX_DEVICES}; it counts "
+            "the GPUs, or CPU processes, of one node): pass e.g. trainer.devices=1"
         )
     if cfg.get("log_flush_steps", 1) < 1:
         raise ConfigError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import lightning as L
@@ -31,6 +32,29 @@ def check_seed(seed: Any, argument: str = "seed") -> int:
             argument, f"Invalid {argument}: {seed!r} (must be an integer from 0 to {2**32 - 1})"
         )
     return seed
+
+
+def physical_memory() -> int | None:
+    """This machine's memory in bytes (None where the OS does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_fits_in_memory(n_samples: int, width: int, argument: str, columns: str) -> None:
+    """Refuse generated data (``n_samples`` rows of ``width`` float64 columns and a target) larger than this
+    machine's memory, naming the larger of the two sizes: torch's own failure is an allocator message that
+    names neither (``can't allocate memory: you tried to allocate 8000000000000000 bytes``)."""
+    needed, memory = n_samples * (width + 1) * 8, physical_memory()
+    if memory is None or needed <= memory:
+        return
+    name, value = ("n_samples", n_samples) if n_samples >= width else (argument, width)
+    raise ArgumentError(
+        name,
+        f"Invalid {name}: {value} ({n_samples} samples x {width} {columns} in float64 need "
+        f"{needed / 2**30:.3g} GiB, more than this machine's {memory / 2**30:.3g} GiB of memory)",
+    )
 
 
 def split_sizes(n_samples: int, val_fraction: float, test_fraction: float) -> tuple[int, int, int]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from gdlab.data.base import InMemoryDataModule, split_sizes
+from gdlab.data.base import InMemoryDataModule, check_fits_in_memory, split_sizes
 from gdlab.errors import ArgumentError
 
 
@@ -51,6 +51,7 @@ class LinearDataModule(InMemoryDataModule):
                     name, f"Invalid {name}: {len(vec)} entries but n_features={n_features} (make them match)"
                 )
         self.sizes = split_sizes(n_samples, val_fraction, test_fraction)
+        check_fits_in_memory(n_samples, n_features, "n_features", "features")
         self.n_samples, self.n_features, self.noise_std = n_samples, n_features, noise_std
         self.feature_scales, self._true_w, self._true_b = feature_scales, true_w, true_b
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from gdlab.data.base import InMemoryDataModule, split_sizes
+from gdlab.data.base import InMemoryDataModule, check_fits_in_memory, split_sizes
 from gdlab.data.standardize import Standardizer
 from gdlab.errors import ArgumentError
 
@@ -72,6 +72,7 @@ class PolynomialDataModule(InMemoryDataModule):
         if not x_min < x_max:
             raise ArgumentError("x_min", f"Invalid x_min: {x_min} (must be below x_max={x_max})")
         self.sizes = split_sizes(n_samples, val_fraction, test_fraction)
+        check_fits_in_memory(n_samples, self.degree, "degree", "powers of x")
         self.n_samples, self.noise_std, self.x_min, self.x_max = n_samples, noise_std, x_min, x_max
         self.coefficients = torch.tensor([float(c) for c in coefficients], dtype=torch.float64)
         self.standardize = standardize

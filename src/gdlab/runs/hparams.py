@@ -83,6 +83,9 @@ def hparams_for(cfg: DictConfig, status: str | None = None) -> dict[str, str | f
         key = key.lstrip("+~")
         if key.startswith(PLACE_KEYS) or key in GROUPS or "/" in key:
             continue
+        if key in choices:  # another group's option (callbacks=minimal): its name, not its whole config
+            params[key] = choices[key]
+            continue
         missing = object()  # a key the config lacks (e.g. ~removed): the override's text
         value = OmegaConf.select(cfg, key, default=missing)
         params[key] = override.partition("=")[2] if value is missing else value
