@@ -24,6 +24,7 @@ from omegaconf import DictConfig
 from torch.func import functional_call
 
 from gdlab.callbacks import figures
+from gdlab.callbacks.steplog import StepLog
 from gdlab.errors import ArgumentError
 from gdlab.runs.sweep import SEED_KEY, load_jobs
 
@@ -65,20 +66,33 @@ class HessianSpectrum(L.Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         last = trainer.max_epochs is not None and trainer.current_epoch + 1 >= trainer.max_epochs
-        n = sum(p.numel() for p in pl_module.parameters() if p.requires_grad)
+        members = getattr(pl_module, "members", None)  # several models trained at once (gdlab.vectorized)
+        single = pl_module.member_view(0) if members else pl_module
+        n = sum(p.numel() for p in single.parameters() if p.requires_grad)
         if not last or n > self.max_params:
             return
         x, y = trainer.datamodule.splits["train"]
         x = getattr(trainer.datamodule, "inputs", lambda v: v)(x)
-        was_training = pl_module.training
-        pl_module.eval()
-        try:
-            eig = torch.linalg.eigvalsh(loss_hessian(pl_module, x, y))
-        finally:
-            pl_module.train(was_training)
-        dtype = next(pl_module.parameters()).dtype
+        dtype = next(single.parameters()).dtype
+        if members:
+            eigs = torch.stack([self.extremes(pl_module.member_view(i), x, y) for i in range(members)])
+            values = {MIN_EIG: eigs[:, 0].to(dtype), MAX_EIG: eigs[:, 1].to(dtype)}
+            StepLog.of(trainer, self).write_members(values, trainer.global_step, trainer.current_epoch)
+            return
+        eig = self.extremes(pl_module, x, y)
         pl_module.log(MIN_EIG, eig[0].to(dtype), on_epoch=True)
-        pl_module.log(MAX_EIG, eig[-1].to(dtype), on_epoch=True)
+        pl_module.log(MAX_EIG, eig[1].to(dtype), on_epoch=True)
+
+    @staticmethod
+    def extremes(module: L.LightningModule, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The smallest and largest eigenvalue of the loss's exact Hessian at the module's weights."""
+        was_training = module.training
+        module.eval()
+        try:
+            eig = torch.linalg.eigvalsh(loss_hessian(module, x, y))
+        finally:
+            module.train(was_training)
+        return torch.stack([eig[0], eig[-1]])
 
 
 @dataclass

@@ -14,6 +14,7 @@ from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrid
 from omegaconf import DictConfig, open_dict, read_write
 
 from gdlab.errors import describe
+from gdlab.runs.record import METRICS_FILE, write_metrics
 from gdlab.vectorized.grouping import Group, Job, group_jobs, parse
 from gdlab.vectorized.members import Member, as_current, group_logging, member_of, write_hydra_record
 
@@ -98,6 +99,7 @@ def run_one(launcher: Any, job: Job) -> JobReturn:
 def run_stacked(launcher: Any, members: list[Member]) -> dict[int, JobReturn]:
     """Train the members as one stacked model; each still gets what ``run_job`` gives a job (its
     directory, .hydra record, Hydra's job callbacks, a JobReturn with its optimized metric)."""
+    from gdlab.vectorized.memory import MemoryShortage
     from gdlab.vectorized.train import NotStacked, optimized_value, train_group
 
     callbacks = launcher.hydra_context.callbacks
@@ -113,10 +115,15 @@ def run_stacked(launcher: Any, members: list[Member]) -> dict[int, JobReturn]:
             records = train_group(members, launcher.pictures, launcher.max_memory_gb)
         except NotStacked as err:
             raise _Fallback(str(err)) from err
+        except MemoryShortage:
+            raise  # the sweep as asked cannot run: one line, before anything is allocated
         except Exception as err:  # the whole group failed: each job failed, the sweep goes on
             line = describe(err)
             log.error("jobs failed: %s", line, exc_info=err if members[0].cfg.get("verbose") else None)
             records = [{"status": "failed", "error": line} for _ in members]
+            for member in members:
+                if not (member.output_dir / METRICS_FILE).is_file():  # it failed before its run began
+                    write_metrics(member.output_dir, {}, "failed", error=line)
         for member, record in zip(members, records, strict=True):
             ret = JobReturn(
                 overrides=member.overrides,

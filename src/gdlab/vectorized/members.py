@@ -167,9 +167,9 @@ def about(member: int) -> Iterator[None]:
         CURRENT.reset(token)
 
 
-def member_checkpoint(module: Any, trainer: L.Trainer, member: int, cfg: DictConfig) -> dict[str, Any]:
-    """Member ``member``'s checkpoint in the format of a run of its own: ``eval.py`` and ``ckpt_path=``
-    load it as a single :class:`gdlab.module.GDModule` (weights, its step rule's state, its config)."""
+def member_checkpoint(module: Any, trainer: L.Trainer, member: int, config: dict[str, Any]) -> dict[str, Any]:
+    """Member ``member``'s checkpoint in the format of a run of its own: ``eval.py`` loads it as a single
+    :class:`gdlab.module.GDModule` (weights, its step rule's state, ``config``: its resolved config)."""
     checkpoint: dict[str, Any] = {
         "epoch": module.stopped[member][0] if module.stopped[member] else trainer.current_epoch,
         "global_step": module.final_step(member),
@@ -181,7 +181,7 @@ def member_checkpoint(module: Any, trainer: L.Trainer, member: int, cfg: DictCon
         "hyper_parameters": {
             "task": module.task,
             "num_outputs": module.num_outputs,
-            "config": OmegaConf.to_container(cfg, resolve=True),
+            "config": config,
         },
     }
     datamodule = getattr(trainer.datamodule, "inner", None)
@@ -199,9 +199,10 @@ def save_atomically(checkpoint: dict[str, Any], path: Path) -> None:
 
 
 class MemberCheckpoints(L.Callback):
-    """Each member's ``last.ckpt`` (every ``every_n_train_steps`` steps, at each epoch's end and at the end,
-    as :class:`gdlab.runs.checkpoint.LastCheckpoint`; a stopped member's once more where it stopped) and,
-    with ``monitor``, its best one (as Lightning's ``ModelCheckpoint`` with ``save_top_k: 1``).
+    """Each member's ``last.ckpt``, every ``every_n_train_steps`` steps and at the end (as
+    :class:`gdlab.runs.checkpoint.LastCheckpoint`, less its saves at every epoch's end: a full-batch epoch
+    is one step, and a stacked job is not resumed), and, with ``monitor``, its best one (as Lightning's
+    ``ModelCheckpoint`` with ``save_top_k: 1``).
 
     Args:
         members: the group's members (their configs and directories).
@@ -224,19 +225,17 @@ class MemberCheckpoints(L.Callback):
         self._multiple = 0
         self._saved: list[int] = [-1] * len(members)
         self._best: list[tuple[float, Path] | None] = [None] * len(members)
+        self._configs = [OmegaConf.to_container(m.cfg, resolve=True) for m in self.members]
 
-    def _save_last(self, trainer: L.Trainer, module: Any, force: bool = False) -> None:
+    def _save_last(self, trainer: L.Trainer, module: Any) -> None:
         if self.last_dirs is None or trainer.sanity_checking:
             return
-        for i, member in enumerate(self.members):
+        for i in range(len(self.members)):
             step = module.final_step(i)
-            if self._saved[i] == step and not force:
+            if self._saved[i] == step:
                 continue
-            if not module.is_active(i) and self._saved[i] == step:
-                continue
-            save_atomically(
-                member_checkpoint(module, trainer, i, member.cfg), self.last_dirs[i] / "last.ckpt"
-            )
+            checkpoint = member_checkpoint(module, trainer, i, self._configs[i])
+            save_atomically(checkpoint, self.last_dirs[i] / "last.ckpt")
             self._saved[i] = step
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -246,9 +245,6 @@ class MemberCheckpoints(L.Callback):
         if self.every and trainer.global_step // self.every > self._multiple:
             self._multiple = trainer.global_step // self.every
             self._save_last(trainer, pl_module)
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._save_last(trainer, pl_module, force=True)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._save_last(trainer, pl_module)
@@ -269,7 +265,7 @@ class MemberCheckpoints(L.Callback):
                 continue
             name = self.best["filename"].format(epoch=trainer.current_epoch, step=trainer.global_step)
             path = Path(self.best["dirs"][i]) / f"{name}.ckpt"
-            save_atomically(member_checkpoint(pl_module, trainer, i, self.members[i].cfg), path)
+            save_atomically(member_checkpoint(pl_module, trainer, i, self._configs[i]), path)
             if previous is not None and previous[1] != path:
                 previous[1].unlink(missing_ok=True)
             self._best[i] = (value, path)

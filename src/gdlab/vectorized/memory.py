@@ -24,6 +24,10 @@ ACTIVATION_COPIES = 3
 GIB = 2**30
 
 
+class MemoryShortage(ConfigError):
+    """The group would not fit: the sweep stops before anything is allocated (one line)."""
+
+
 def available_bytes(cfg: DictConfig) -> tuple[int, str]:
     """Free memory where the group trains: the GPU's (``torch.cuda.mem_get_info``) or the machine's
     (``MemAvailable`` of /proc/meminfo, else the physical pages)."""
@@ -80,13 +84,20 @@ def check_memory(
         return
     fit = max(have // need, 1)
     source = (
-        f"hydra.launcher.max_memory_gb={limit_gb:g}"
+        f"hydra.launcher.max_memory_gb={limit_gb}"
         if limit_gb is not None
-        else f"90% of {free / GIB:.1f} GiB free {where}"
+        else f"90% of {size(free)} free {where}"
     )
-    raise ConfigError(
+    raise MemoryShortage(
         f"hydra/launcher=vectorized: {members} jobs of this model trained at once need about "
-        f"{need * members / GIB:.1f} GiB ({need / 2**20:.2f} MiB each: weights, gradients, step state, "
-        f"activations of a batch), {have / GIB:.1f} GiB is there ({source}): train at most {fit} at once "
-        f"with hydra.launcher.max_members={fit}"
+        f"{size(need * members)} ({size(need)} each: weights, gradients, step state, activations of a batch), "
+        f"{size(have)} is there ({source}): train at most {fit} at once with hydra.launcher.max_members={fit}"
     )
+
+
+def size(n: float) -> str:
+    """Bytes as a person reads them: 512 KiB, 3.2 MiB, 41.0 GiB."""
+    for unit, scale in (("GiB", GIB), ("MiB", 2**20)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n / 1024:.0f} KiB"

@@ -242,7 +242,9 @@ def pictures_of(option: Any, members: Sequence[Member]) -> list[int]:
         return [0]
     if option == "all":
         return list(range(len(members)))
-    wanted = {int(n) for n in (option if isinstance(option, (list, tuple)) else [option])}
+    wanted = {
+        int(n) for n in (option if isinstance(option, Sequence) and not isinstance(option, str) else [option])
+    }
     return [i for i, m in enumerate(members) if m.job.idx in wanted]
 
 
@@ -276,12 +278,7 @@ def train_group(
         stacked_data = StackedDataModule(
             datamodule, [int(m.cfg.data.get("shuffle_seed", m.cfg.seed)) for m in members]
         )
-        log.info(
-            "training %d jobs at once (%s), one stacked model",
-            len(members),
-            ", ".join(dict.fromkeys(o.partition("=")[0] for m in members for o in m.overrides))
-            or "same settings",
-        )
+        log.info("training %d jobs at once (%s), one stacked model", len(members), _differing(members))
         trainer.fit(module, datamodule=stacked_data)
         statuses = [_outcome(trainer, module, i) for i in range(len(members))]
         results = [i for i, s in enumerate(statuses) if s["status"] in RESULT_STATUSES]
@@ -320,6 +317,16 @@ def train_group(
         ", ".join(f"{n} {s}" for s, n in sorted(counts.items())),
     )
     return records
+
+
+def _differing(members: Sequence[Member]) -> str:
+    """The overrides whose values differ between the members (what the group sweeps)."""
+    values: dict[str, set[str]] = {}
+    for member in members:
+        for override in member.overrides:
+            key, _, value = override.partition("=")
+            values.setdefault(key, set()).add(value)
+    return ", ".join(k for k, v in values.items() if len(v) > 1) or "the same settings"
 
 
 def _outcome(trainer: L.Trainer, module: StackedModule, i: int) -> dict[str, Any]:
