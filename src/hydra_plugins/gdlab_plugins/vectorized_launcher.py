@@ -15,6 +15,8 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
 
+from gdlab.integrations.hydra_sweeper import GdlabSweeper as HydraSweeper
+
 
 @dataclass
 class VectorizedLauncherConf:
@@ -31,6 +33,24 @@ class VectorizedLauncherConf:
 ConfigStore.instance().store(
     group="hydra/launcher", name="vectorized", node=VectorizedLauncherConf, provider="gdlab"
 )
+
+
+@dataclass
+class GdlabSweeperConf:
+    """``hydra/sweeper=gdlab``: Hydra's basic sweeper (the same options), which under this launcher skips its
+    second composition of every job (gdlab.integrations.hydra_sweeper)."""
+
+    _target_: str = "hydra_plugins.gdlab_plugins.vectorized_launcher.GdlabSweeper"
+    max_batch_size: Any = None
+    params: Any = None
+
+
+ConfigStore.instance().store(group="hydra/sweeper", name="gdlab", node=GdlabSweeperConf, provider="gdlab")
+
+
+class GdlabSweeper(HydraSweeper):
+    """Hydra takes plugins from the ``hydra_plugins`` package only: this is
+    :class:`gdlab.integrations.hydra_sweeper.GdlabSweeper` under that name."""
 
 
 class VectorizedLauncher(Launcher):
