@@ -298,8 +298,8 @@ def write(sweep_dir: str | Path) -> list[Width]:
     (sweep_dir / "nonconvex.md").write_text(f"# Final losses across seeds: {sweep_dir.name}\n\n{text}\n")
     jobs = [j for j in load_jobs(sweep_dir) if j.status == "completed"]
     tolerance = tolerance_of(jobs[0].path) if jobs else None
-    where = f"at ||grad L|| < {tolerance:g}" if tolerance is not None else "at the last step"
-    title = f"{sweep_dir.name}: final training loss of each seed by width, end point from the exact Hessian {where}"
+    where = f"where ||grad L|| < {tolerance:g}" if tolerance is not None else "at the last step"
+    title = f"final training loss of each seed by width\nend point from the exact Hessian {where}"
     add_figure(sweep_dir, "lessons/nonconvex", figure(found, title))
     log.info("final losses across seeds: %s\n%s", sweep_dir / "nonconvex.md", text)
     return found
