@@ -106,8 +106,13 @@ class StackedModule(L.LightningModule):
         return self.stacked[k].data[member]
 
     def member_optimizer(self, member: int) -> torch.optim.Optimizer:
-        """Member ``member``'s own step rule and rates (a stand-in, never stepped)."""
-        return member_optimizer(self._optimizer(), member, list(self.member_view(member).net.parameters()))
+        """Member ``member``'s own step rule and rates (a stand-in over placeholders, never stepped: its type,
+        its param group, its state in a checkpoint)."""
+        return member_optimizer(self._optimizer(), member, self._placeholders())
+
+    def _placeholders(self) -> list[Tensor]:
+        """One small leaf tensor per stacked parameter, in order: what a member's stand-in optimizer holds."""
+        return [torch.zeros(1, requires_grad=True) for _ in self.param_names]
 
     def member_state_dict(self, member: int) -> dict[str, Tensor]:
         """Member ``member``'s weights with the keys of a run of its own (``net.<name>``), copied."""
@@ -120,7 +125,7 @@ class StackedModule(L.LightningModule):
         return state
 
     def member_optimizer_state(self, member: int) -> dict[str, Any]:
-        return self._optimizer().member_state(member, list(self.member_view(member).net.parameters()))
+        return self._optimizer().member_state(member, self._placeholders())
 
     def _optimizer(self) -> StackedSGD:
         optimizer = (
