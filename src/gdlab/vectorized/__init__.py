@@ -10,6 +10,7 @@ learning rate, momentum, weight decay, and anything that only feeds them) train 
 - :mod:`~gdlab.vectorized.metrics`: the module's epoch metrics, one value per member;
 - :mod:`~gdlab.vectorized.members`: what makes each member a job of its own (run directory, log file,
   loggers, checkpoints, metrics.json, HParams entry);
+- :mod:`~gdlab.vectorized.memory`: whether the members fit, before anything is allocated;
 - :mod:`~gdlab.vectorized.train`: one group, from its members' configs to their records;
 - :mod:`~gdlab.vectorized.launch`: the launcher's work (Hydra's plugin is
   ``hydra_plugins.gdlab_plugins.vectorized_launcher``).
