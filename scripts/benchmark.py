@@ -13,7 +13,10 @@ alternating the variants within each repeat):
   optimizer  PlainSGD.step() vs torch.optim.SGD (default and foreach), parameters asserted bitwise equal;
   startup    wall time of a tiny `python train.py` vs `python -c "import lightning"`, top import costs;
   mnist      one MNIST epoch (60k images the script writes as IDX files) vs `import lightning`: wall time,
-             peak RSS and MNISTDataModule.setup() of a first run (writes the decoded cache) and a second.
+             peak RSS and MNISTDataModule.setup() of a first run (writes the decoded cache) and a second;
+  vectorized hydra/launcher=vectorized: the lessons nonconvex and lr_regimes against the basic launcher (the
+             same steps), a 64-point lr sweep of experiment=lecture against one run of it, and model-steps
+             per second of stacked members against the hand loop training them one after another.
 
 The Markdown table goes to stdout and to outputs/benchmarks/benchmark-<time>.md (and latest.md).
 """
@@ -616,6 +619,205 @@ def import_costs(top: int = 10) -> tuple[float, list[tuple[str, float]]]:
 
 
 # ---------------------------------------------------------------------------------------------
+# 6. The vectorized launcher: whole sweeps, and stacked members against a hand loop
+
+
+def vectorized_commands(quick: bool) -> list[tuple[str, list[str], list[str], str, str]]:
+    """(comparison, reference command, vectorized command, reference label, target) of whole sweeps."""
+    train_py = [sys.executable, str(REPO_ROOT / "train.py")]
+    nonconvex_steps = 50 if quick else 1000
+    regimes_steps = 50 if quick else 600
+    nonconvex = [
+        "experiment=nonconvex",
+        f"trainer.max_epochs={nonconvex_steps}",
+        "callbacks.stationary=null",  # the same 1000 steps for every job
+        "logger=none",
+    ]
+    regimes = ["experiment=lr_regimes", f"trainer.max_epochs={regimes_steps}"]
+    lrs = ",".join(f"{0.01 * (i + 1):.2f}" for i in range(8 if quick else 64))
+    lecture = ["experiment=lecture", *(["trainer.max_epochs=5"] if quick else [])]
+    basic = ["hydra/launcher=basic", "hydra/sweeper=basic"]
+    return [
+        (
+            f"sweep: experiment=nonconvex (24 jobs x {nonconvex_steps} steps)",
+            [*train_py, *nonconvex, *basic],
+            [*train_py, *nonconvex],
+            "hydra/launcher=basic",
+            "<= 0.20x",
+        ),
+        (
+            f"sweep: experiment=lr_regimes (7 jobs x {regimes_steps} steps)",
+            [*train_py, *regimes, *basic],
+            [*train_py, *regimes],
+            "hydra/launcher=basic",
+            "<= 0.35x",
+        ),
+        (
+            f"sweep: experiment=lecture, {len(lrs.split(','))} learning rates",
+            [*train_py, *lecture],
+            [
+                *train_py,
+                "-m",
+                *lecture,
+                "hydra/launcher=vectorized",
+                "hydra/sweeper=gdlab",
+                f"optimizer.lr={lrs}",
+            ],
+            "one run of it",
+            "<= 3.00x",
+        ),
+    ]
+
+
+def bench_vectorized_sweeps(repeats: int, quick: bool) -> list[Row]:
+    """Whole commands, wall time, alternating the two variants of each comparison."""
+    rows = []
+    for comparison, reference, vectorized, label, target in vectorized_commands(quick):
+        base = Row(comparison, label, unit="s", baseline=True)
+        ours = Row(comparison, "hydra/launcher=vectorized", unit="s", target=target)
+        with tempfile.TemporaryDirectory() as root:
+            pair = [(base, reference), (ours, vectorized)]
+            for r in range(repeats):
+                for row, cmd in pair if r % 2 == 0 else pair[::-1]:
+                    seconds, _ = run_child(
+                        [*cmd, f"paths.root={root}/{len(row.values)}{row is ours}"], REPO_ROOT
+                    )
+                    row.values.append(seconds)
+        rows += [base, ours]
+    return rows
+
+
+@dataclass
+class MemberCase:
+    """Stacked members against the hand loop: one architecture, ``members`` seeds, one epoch of ``steps``."""
+
+    name: str
+    overrides: list[str]
+    members: int
+    batch_size: int
+    steps: int
+    target: str = ""
+
+
+def member_cases(quick: bool) -> list[MemberCase]:
+    members = 16 if quick else 256
+    steps = 5 if quick else 30
+    linear = linear_case(64, steps, 1).overrides
+    return [
+        MemberCase("linear (5 features) batch 64", linear, members, 64, steps, ">= 10.00x"),
+        MemberCase(
+            "MLP 16-64-64-1 batch 64",
+            [*linear, "data.n_features=16", "model=mlp", "model.hidden_sizes=[64,64]"],
+            members // 4,
+            64,
+            steps,
+        ),
+        MemberCase(
+            "CNN [4] 8x8 digits batch 64",
+            ["data=digits", "model=cnn", "model.channels=[4]", "model.hidden_size=16", "loss=cross_entropy"],
+            members // 8,
+            64,
+            min(steps, 20),
+        ),
+    ]
+
+
+def stacked_parts(case: MemberCase, output_dir: str):
+    """The stacked module, its data and a Trainer, built as the vectorized launcher builds them."""
+    import lightning as L
+    from hydra.utils import instantiate
+
+    from gdlab.callbacks.steplog import StepLog
+    from gdlab.vectorized.stacked import StackedDataModule, StackedModule
+
+    cfg = compose_cfg(
+        output_dir, [*case.overrides, f"data.batch_size={case.batch_size}", "trainer.accelerator=cpu"]
+    )
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    nets = []
+    for seed in range(case.members):
+        L.seed_everything(seed, verbose=False)
+        nets.append(
+            instantiate(cfg.model, input_shape=datamodule.input_shape, num_outputs=datamodule.num_outputs)
+        )
+    lr = float(cfg.optimizer.lr)
+    rates = {"lr": [lr] * case.members, "plain": True}
+    module = StackedModule(
+        nets,
+        instantiate(cfg.loss),
+        rates,
+        instantiate(cfg.optimizer),
+        datamodule.task,
+        datamodule.num_outputs,
+        len(datamodule.input_shape),
+    )
+    stacked = StackedDataModule(datamodule, list(range(case.members)))  # each member its own shuffle order
+    return cfg, datamodule, nets, module, stacked, StepLog(members=case.members)
+
+
+def bench_members(repeats: int, quick: bool) -> list[Row]:
+    """Model-steps per second: ``members`` networks trained stacked through Lightning (the vectorized
+    launcher's module, step log and data) against the hand loop training them one after another."""
+    import copy as copy_module
+
+    import lightning as L
+
+    rows = []
+    for case in member_cases(quick):
+        comparison = f"model-steps/s: {case.name}, {case.members} members"
+        hand = Row(comparison, "hand loop, one member after another", unit="model-steps/s", baseline=True)
+        ours = Row(
+            comparison, "stacked (hydra/launcher=vectorized)", unit="model-steps/s", target=case.target
+        )
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg, datamodule, nets, _, _, _ = stacked_parts(case, tmp)
+            x, y = datamodule.splits["train"]
+            x = datamodule.inputs(x)
+            steps = min(case.steps, len(x) // case.batch_size)
+            loss_fn = copy_module.deepcopy(instantiate_loss(cfg))
+            for r in range(repeats + 1):  # the first repeat warms up
+                # the hand loop: each member its own network, optimizer and shuffle order
+                own = [copy_module.deepcopy(n) for n in nets]
+                start = time.perf_counter()
+                for seed, net in enumerate(own):
+                    optimizer = PlainSGD(net.parameters(), lr=float(cfg.optimizer.lr))
+                    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
+                    for i in range(steps):
+                        idx = order[i * case.batch_size : (i + 1) * case.batch_size]
+                        loss = loss_fn(net(x.index_select(0, idx)), y.index_select(0, idx))
+                        optimizer.zero_grad()
+                        loss.backward()
+                        optimizer.step()
+                hand_seconds = time.perf_counter() - start
+                _, _, _, module, stacked, step_log = stacked_parts(case, tmp)
+                timer = epoch_timer()
+                trainer = L.Trainer(
+                    accelerator="cpu",
+                    max_epochs=2,
+                    limit_train_batches=steps,
+                    limit_val_batches=0,
+                    logger=False,
+                    enable_checkpointing=False,
+                    enable_progress_bar=False,
+                    enable_model_summary=False,
+                    callbacks=[step_log, timer],
+                )
+                trainer.fit(module, datamodule=stacked)
+                if r:
+                    hand.values.append(case.members * steps / hand_seconds)
+                    ours.values.append(case.members * steps / timer.seconds[-1])
+        rows += [hand, ours]
+    return rows
+
+
+def instantiate_loss(cfg):
+    from hydra.utils import instantiate
+
+    return instantiate(cfg.loss)
+
+
+# ---------------------------------------------------------------------------------------------
 # Profile and report
 
 
@@ -636,7 +838,7 @@ def profile_training(case_name: str, extra: list[str], top: int = 30) -> str:
 
 
 def fmt(value: float, unit: str) -> str:
-    if unit == "samples/s":
+    if unit in ("samples/s", "model-steps/s"):
         return f"{value:,.0f}"
     return f"{value:.3f}" if unit == "s" else f"{value:.0f}" if unit == "MB" else f"{value:.1f}"
 
@@ -692,7 +894,7 @@ def header(args: argparse.Namespace) -> str:
 
 
 def main(argv: list[str] | None = None) -> str:
-    sections = ["training", "callbacks", "batching", "optimizer", "startup", "mnist"]
+    sections = ["training", "callbacks", "batching", "optimizer", "startup", "mnist", "vectorized"]
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -749,6 +951,9 @@ def main(argv: list[str] | None = None) -> str:
         extra_lines += [f"- `{name}`: {sec:.2f} s" for name, sec in costs]
     if "mnist" in chosen:
         rows += bench_mnist(args.repeats, args.quick)
+    if "vectorized" in chosen:
+        rows += bench_members(args.repeats, args.quick)
+        rows += bench_vectorized_sweeps(args.repeats, args.quick)
 
     report = "\n".join([header(args), "", table(rows), *extra_lines]) + "\n"
     print(report)

@@ -41,6 +41,12 @@ def test_quick_benchmark_writes_every_comparison(tmp_path):
         "mnist 6k, 1 epoch MLP 784-64-128-64-10 batch 64: wall time",
         "mnist 6k, 1 epoch MLP 784-64-128-64-10 batch 64: peak memory (RSS)",
         "mnist 6k, 1 epoch MLP 784-64-128-64-10 batch 64: MNISTDataModule.setup()",
+        "model-steps/s: linear (5 features) batch 64, 16 members",
+        "model-steps/s: MLP 16-64-64-1 batch 64, 4 members",
+        "model-steps/s: CNN [4] 8x8 digits batch 64, 2 members",
+        "sweep: experiment=nonconvex (24 jobs x 50 steps)",
+        "sweep: experiment=lr_regimes (7 jobs x 50 steps)",
+        "sweep: experiment=lecture, 8 learning rates",
     ]:
         rows = [line for line in text.splitlines() if line.startswith(f"| {comparison} |")]
         assert len(rows) >= 2, comparison

@@ -305,6 +305,15 @@ def _nonconvex(b: Built) -> None:
     assert instantiate(b.hydra.callbacks.nonconvex).__class__.__name__ == "NonconvexSummary"
 
 
+@expects("experiment=lr_scan")
+def _lr_scan(b: Built) -> None:
+    assert b.hydra.mode == RunMode.MULTIRUN and "lr_multiple" in b.hydra.sweeper.params
+    assert b.hydra.launcher._target_.endswith("VectorizedLauncher")  # 120 jobs as one stacked model
+    ref = b.datamodule.closed_form()
+    assert b.cfg.optimizer.lr == pytest.approx(0.5 * ref.critical_lr)  # lr_multiple 0.5, in units of c
+    assert instantiate(b.hydra.callbacks.lr_scan).__class__.__name__ == "LrScanSummary"
+
+
 @expects("hparams_search=lr_optuna")
 def _optuna(b: Built) -> None:
     assert b.hydra.mode == RunMode.MULTIRUN

@@ -161,3 +161,24 @@ def test_the_hparams_entry_reads_back_through_tensorboards_own_plugin(tmp_path):
     end = metadata.parse_session_end_info_plugin_data(content[metadata.SESSION_END_INFO_TAG])
     assert end.status == api_pb2.STATUS_FAILURE
     assert scalars(tmp_path, "val/loss") == [(7, 0.5)]
+
+
+def test_hydras_basic_sweeper_still_validates_each_batch_where_gdlabs_sweeper_skips_it():
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+    from gdlab.integrations.hydra_sweeper import GdlabSweeper
+
+    assert callable(getattr(BasicSweeper, "validate_batch_is_legal", None)), (
+        "Hydra's BasicSweeper.validate_batch_is_legal is gone: gdlab.integrations.hydra_sweeper (hydra/sweeper="
+        "gdlab) overrides it; revisit that module"
+    )
+
+    class VectorizedLauncher:  # what the sweeper looks at: the launcher's class name
+        pass
+
+    sweeper = GdlabSweeper(max_batch_size=None, params=None)
+    sweeper.launcher = VectorizedLauncher()
+    sweeper.validate_batch_is_legal([["no_such_key=1"]])  # not composed here: the launcher composes it
+    sweeper.launcher = object()
+    with pytest.raises(AttributeError):  # the basic sweeper's own check runs (set up, it composes each job)
+        sweeper.validate_batch_is_legal([["no_such_key=1"]])

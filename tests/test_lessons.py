@@ -179,31 +179,53 @@ def test_lr_regimes_sweep_measures_what_the_contraction_predicts(tmp_path, monke
     assert "| optimal | 0.5064 | 0.533 | 0.0653 | 3 | 3 | completed |" in table, table
 
 
-def _fake_sweep(sweep_dir, finals):
-    for num, (width, seed, loss, eig) in enumerate(finals):
+def _fake_sweep(sweep_dir, finals, tolerance=1e-4):
+    for num, (width, seed, loss, eig, grad) in enumerate(finals):
         job = sweep_dir / f"{num}_job"
         (job / ".hydra").mkdir(parents=True)
         (job / ".hydra" / "overrides.yaml").write_text(f"- model.hidden_sizes={width}\n- seed={seed}\n")
-        record = {"status": "completed", "train/loss": loss, nonconvex.MIN_EIG: eig}
+        (job / ".hydra" / "config.yaml").write_text(
+            f"callbacks:\n  stationary:\n    tolerance: {tolerance}\n"
+        )
+        record = {"status": "completed", "train/loss": loss, nonconvex.MIN_EIG: eig, nonconvex.MAX_EIG: 10.0}
+        record.update({nonconvex.GRAD_NORM: grad, "step": 100 * (num + 1)})
         (job / "metrics.json").write_text(json.dumps(record))
 
 
-def test_nonconvex_summary_tabulates_the_spread_per_width(tmp_path):
+def test_nonconvex_summary_classifies_end_points_only_where_the_gradient_vanished(tmp_path):
     _fake_sweep(
         tmp_path,
-        [("[1]", 0, 2.44, 0.0), ("[1]", 1, 4.82, -0.3), ("[64]", 0, 0.090, 1e-3), ("[64]", 1, 0.092, 2e-3)],
+        [
+            ("[1]", 0, 2.44, 0.0, 5e-5),
+            ("[1]", 1, 4.82, -0.3, 5e-5),
+            ("[64]", 0, 0.090, 1e-3, 5e-5),
+            ("[64]", 1, 0.092, -2e-3, 0.2),  # a negative eigenvalue, but the gradient is still large
+        ],
     )
     found = nonconvex.write(tmp_path)
     assert [w.width for w in found] == ["[1]", "[64]"]
     assert found[0].spread == pytest.approx(2.38) and found[1].spread == pytest.approx(0.002)
+    assert found[1].kinds == ["minimum", "not stationary"]
     table = (tmp_path / "nonconvex.md").read_text()
-    assert "| [1] | 0,1 | 2.44 | 4.82 | 2.38 |" in table and "flat 1, saddle 1" in table, table
+    assert "| [1] | 0,1 | 2.44 | 4.82 | 2.38 |" in table and "flat 1, saddle 1 | 100-200 |" in table, table
+    assert "minimum 1, not stationary 1 | 300-400 |" in table
     assert (tmp_path / "nonconvex.png").is_file()
+
+
+def test_stationary_stop_ends_a_run_where_the_gradient_norm_is_below_its_tolerance(cfg_factory, tmp_path):
+    cfg = cfg_factory(
+        "experiment=nonconvex", "model.hidden_sizes=[1]", "seed=0", "trainer=cpu", "trainer.max_epochs=3000"
+    )
+    record = train(cfg)
+    assert record["status"] == "completed" and record["step"] < 3000
+    assert record[nonconvex.GRAD_NORM] < 1e-4 and nonconvex.MIN_EIG in record
+    with pytest.raises(ValueError, match=r"Invalid tolerance: 0 \(must be a number > 0\)"):
+        nonconvex.StationaryStop(tolerance=0)
 
 
 @pytest.mark.slow
 def test_one_hidden_unit_spreads_over_seeds_far_more_than_64(cfg_factory):
-    """The nonconvex experiment's data, model, rate and steps, seeds 0-3 by hand: width 1 ends spread over
+    """The nonconvex experiment's data, model and rate, 1000 steps, seeds 0-3 by hand: width 1 ends spread over
     plateaus (spread > 0.3), width 64 ends at about one loss; the spread ratio is above 10 (about 140)."""
     cfg = cfg_factory("experiment=nonconvex")
     dm = instantiate(cfg.data)
@@ -216,7 +238,7 @@ def test_one_hidden_unit_spreads_over_seeds_far_more_than_64(cfg_factory):
             torch.manual_seed(seed)
             net = MLP((1,), 1, [width], cfg.model.activation)
             opt = PlainSGD(net.parameters(), lr=cfg.optimizer.lr)
-            for _ in range(cfg.trainer.max_epochs):
+            for _ in range(1000):
                 loss = ((net(x) - y) ** 2).mean()
                 opt.zero_grad()
                 loss.backward()

@@ -77,20 +77,30 @@ def outcome(trainer: L.Trainer) -> dict[str, Any]:
             return {"status": "diverged", "step": callback.diverged.step, "error": callback.diverged.error}
     # Without the guard (e.g. callbacks=none), or before it starts checking (its first start_steps), a NaN
     # loss must still not read as a finished run: the last train/loss, and val/loss.
-    last = {"train/loss": step_values(trainer).get("train/loss")}
     val = trainer.callback_metrics.get("val/loss")
-    last["val/loss"] = float(val) if val is not None else None
-    for name, loss in last.items():
-        if loss is not None and not math.isfinite(loss):
-            return {
-                "status": "diverged",
-                "step": trainer.global_step,
-                "error": f"{name} = {loss} at the end of training: lower optimizer.lr",
-            }
+    last = {
+        "train/loss": step_values(trainer).get("train/loss"),
+        "val/loss": float(val) if val is not None else None,
+    }
+    ended = nonfinite_end(last, trainer.global_step)
+    if ended is not None:
+        return ended
     for callback in trainer.callbacks:
         if isinstance(callback, EarlyStopping) and callback.stopped_epoch > 0:
             return {"status": "stopped_early", "reason": early_stopping_reason(callback)}
     return {"status": "completed"}
+
+
+def nonfinite_end(last: dict[str, float | None], step: int) -> dict[str, Any] | None:
+    """``diverged`` when the last ``train/loss`` or ``val/loss`` in ``last`` is not finite, else None."""
+    for name, loss in last.items():
+        if loss is not None and not math.isfinite(loss):
+            return {
+                "status": "diverged",
+                "step": step,
+                "error": f"{name} = {loss} at the end of training: lower optimizer.lr",
+            }
+    return None
 
 
 def early_stopping_reason(callback: EarlyStopping) -> str:
@@ -157,16 +167,25 @@ def _metrics(trainer: L.Trainer) -> dict[str, Any]:
     return values
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
-    """Train one run in this process; return the record written to metrics.json."""
-    route_lightning_logs()
+def open_run(cfg: DictConfig, overrides: list[str] | None = None) -> tuple[Path, dict[str, Any]]:
+    """Before training: the run directory checked, announced, its config saved and metrics.json saying
+    ``running``. Returns the directory and what every later record carries (a resumed run's earlier
+    attempts). ``overrides``: the run's own (default: Hydra's record of the current run)."""
     output_dir = Path(cfg.paths.output_dir)
     check_run_dir(output_dir, resuming=bool(cfg.get("resume")))
     log.info("run directory: %s", output_dir.resolve())
-    print_config(cfg, run_overrides(), saved_to=save_config(cfg, output_dir).name)
+    given = run_overrides() if overrides is None else overrides
+    print_config(cfg, given, saved_to=save_config(cfg, output_dir).name)
     # A resumed run keeps how each earlier attempt ended; every record written below carries them.
     attempts = {"attempts": earlier_attempts(output_dir)} if cfg.get("resume") else {}
     write_metrics(output_dir, {}, status="running", **attempts)
+    return output_dir, attempts
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Train one run in this process; return the record written to metrics.json."""
+    route_lightning_logs()
+    output_dir, attempts = open_run(cfg)
     metrics: dict[str, Any] = {}
     trainer = None
     try:

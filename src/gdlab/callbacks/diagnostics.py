@@ -7,6 +7,8 @@ norms of gradients, parameters and the update (fused ``_foreach_norm`` kernels) 
 model, the parameter vector. It goes into the run's step log (:mod:`gdlab.callbacks.steplog`) as one raw
 tensor; when the log is flushed, :meth:`GradientDiagnostics.columns` turns the whole block of steps
 into the ``diag/*`` values at once, and they reach the loggers with ``train/loss``, each at its step.
+A module that trains several members at once (:mod:`gdlab.vectorized`, stacked parameters of shape
+``(members, ...)``) gets every value per member, from the same raw vectors with a member dimension.
 """
 
 from __future__ import annotations
@@ -67,18 +69,30 @@ class GradientDiagnostics(L.Callback):
         self._pending: tuple[Any, ...] | None = None
         self._flat = False
         self._hooks: list[Any] = []
+        self._members: int | None = None
+        self._positions: dict[str, int] = {}  # the linear model's weight and bias among the parameters
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.view = linear_view(trainer, pl_module) if self.reference else None
-        if self.reference and not hasattr(pl_module, "loss_fn"):
+        self._members = getattr(pl_module, "members", None)
+        single = pl_module.member_view(0) if self._members else pl_module  # one member: what is measured
+        self.view = linear_view(trainer, single) if self.reference else None
+        if self.reference and not hasattr(single, "loss_fn"):
             log.info(
                 "diag/loss_gap and the distances to the optimum are left out: %s has no loss_fn attribute (the "
                 "loss it minimises; see docs/extending.md, 'A LightningModule')",
                 type(pl_module).__name__,
             )
         # Listed once: pl_module.parameters() walks every submodule (metrics included), ~0.5 ms a call.
+        # With members, the stacked parameters come in the order of one member's own.
         self._params = [p for p in pl_module.parameters() if p.requires_grad]
-        self._flat = sum(p.numel() for p in self._params) <= FLAT_MAX
+        own = [p for p in single.parameters() if p.requires_grad]
+        self._flat = sum(p.numel() for p in own) <= FLAT_MAX
+        self._positions = {}
+        if self.view is not None:
+            for name, tensor in (("weight", self.view.weight), ("bias", self.view.bias)):
+                found = [i for i, p in enumerate(own) if p is tensor]
+                if found:
+                    self._positions[name] = found[0]
         self._pending = None
         self._step_log = StepLog.of(trainer, self)
         self._step_log.derive(RAW_KEY, self.columns)
@@ -99,13 +113,31 @@ class GradientDiagnostics(L.Callback):
             return
         params = self._params
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-        lr = float(optimizer.param_groups[0]["lr"])  # a Python float already: no sync
+        lr = optimizer.param_groups[0]["lr"]  # Python floats already (one per member): no sync
+        lr = [float(v) for v in lr] if isinstance(lr, (list, tuple)) else float(lr)
+        m = self._members
         if self._flat:  # one copy of [gradient, theta_t]: everything else is derived at flush
-            self._pending = (torch.cat([t.reshape(-1) for t in grads + params]), lr)
+            if m:
+                self._pending = (torch.cat([t.reshape(m, -1) for t in grads + params], dim=1), lr)
+            else:
+                self._pending = (torch.cat([t.reshape(-1) for t in grads + params]), lr)
             return
-        norms = torch._foreach_norm(grads + params)
-        theta = self.view.flat() if self.view is not None else None  # (d [+1], k): the point of the gradient
+        if m:  # (members, tensors) norms
+            norms = torch.stack([t.reshape(m, -1).norm(dim=1) for t in grads + params], dim=1)
+        else:
+            norms = torch._foreach_norm(grads + params)
+        theta = self._theta() if self.view is not None else None  # the point of the gradient
         self._pending = (norms, theta, [p.clone() for p in params], lr)  # a copy of theta_t
+
+    def _theta(self) -> Tensor:
+        """The linear model's ``[w; b]``, ``(d [+1], k)`` (with members ``(members, d [+1], k)``)."""
+        if not self._members:
+            return self.view.flat()
+        dtype = exact_dtype(self._params[0].device)
+        w = self._params[self._positions["weight"]].detach().transpose(1, 2).to(dtype)  # (M, d, k)
+        if "bias" not in self._positions:
+            return w
+        return torch.cat([w, self._params[self._positions["bias"]].detach().to(dtype).unsqueeze(1)], dim=1)
 
     @torch.no_grad()
     def _after_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
@@ -113,9 +145,20 @@ class GradientDiagnostics(L.Callback):
         if self._pending is None:
             return
         pending, self._pending = self._pending, None
+        m = self._members
         if self._flat:
             before, lr = pending  # + theta_{t+1}
-            raw = torch.cat([before, *(p.reshape(-1) for p in self._params)])
+            if m:
+                raw = torch.cat([before, *(p.reshape(m, -1) for p in self._params)], dim=1)
+            else:
+                raw = torch.cat([before, *(p.reshape(-1) for p in self._params)])
+        elif m:
+            norms, theta, before, lr = pending
+            torch._foreach_sub_(before, self._params)
+            updates = torch.stack([t.reshape(m, -1).norm(dim=1) for t in before], dim=1)
+            raw = torch.cat([norms, updates], dim=1).to(exact_dtype(norms.device))
+            if theta is not None:
+                raw = torch.cat([raw, theta.reshape(m, -1)], dim=1)
         else:
             norms, theta, before, lr = pending
             torch._foreach_sub_(before, self._params)  # theta_t - theta_{t+1}: the update's norm
@@ -127,7 +170,13 @@ class GradientDiagnostics(L.Callback):
     def columns(self, raw: Tensor) -> dict[str, Tensor]:
         """The ``diag/*`` values of a block of steps from their raw vectors: ``(steps, 3 x parameters)``
         (gradient, theta_t, theta_{t+1}) for a small model, else ``(steps, 3 x tensors [+ theta])`` (each
-        tensor's gradient, parameter and update norm, then the linear model's theta)."""
+        tensor's gradient, parameter and update norm, then the linear model's theta). With members the
+        raw vectors are ``(steps, members, ...)`` and each value ``(steps, members)``."""
+        lead = raw.shape[:-1]
+        values = self._columns(raw.reshape(-1, raw.shape[-1]))
+        return {name: value.reshape(lead) for name, value in values.items()}
+
+    def _columns(self, raw: Tensor) -> dict[str, Tensor]:
         if self._flat:
             raw = raw.to(exact_dtype(raw.device))
             n = raw.shape[1] // 3
@@ -159,13 +208,13 @@ class GradientDiagnostics(L.Callback):
 
     def _flat_thetas(self, flat: Tensor) -> Tensor:
         """The linear model's ``[W^T; b]`` ``(steps, d [+1], k)`` from the steps' flat parameter vectors."""
-        view = self.view
-        pieces, offset = {}, 0
+        pieces, offset = [], 0
         for p in self._params:
-            pieces[id(p)] = flat[:, offset : offset + p.numel()]
-            offset += p.numel()
-        k, d = view.weight.shape
-        w = pieces[id(view.weight)].reshape(-1, k, d).transpose(1, 2)
-        if view.bias is None:
+            n = p[0].numel() if self._members else p.numel()  # one member's share of a stacked parameter
+            pieces.append(flat[:, offset : offset + n])
+            offset += n
+        k, d = self.view.weight.shape
+        w = pieces[self._positions["weight"]].reshape(-1, k, d).transpose(1, 2)
+        if "bias" not in self._positions:
             return w
-        return torch.cat([w, pieces[id(view.bias)].reshape(-1, 1, k)], dim=1)
+        return torch.cat([w, pieces[self._positions["bias"]].reshape(-1, 1, k)], dim=1)

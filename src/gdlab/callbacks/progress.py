@@ -40,6 +40,12 @@ class ProgressBar(TQDMProgressBar):
         step_log = next((c for c in trainer.callbacks if isinstance(c, StepLog)), None)
         if step_log is not None and "train/loss" in step_log.latest:
             metrics = {"train/loss": step_log.latest["train/loss"], **metrics}
+        if step_log is not None and step_log.members:  # several jobs at once (gdlab.vectorized)
+            training = sum(last is None for last in step_log.last_step)
+            losses = [m["train/loss"] for m in step_log.member_latest if "train/loss" in m]
+            metrics = {"jobs training": f"{training}/{step_log.members}", **metrics}
+            if losses:
+                metrics["train/loss min"] = min(losses)
         return metrics
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -20,12 +20,19 @@ Two kinds of values:
 A callback whose per-step quantities would each take a few small kernels can add one raw tensor per
 step under a key registered with :meth:`StepLog.derive`; at flush the rows' raw tensors are stacked
 and the function computes the logged values for the whole block at once.
+
+Members (``StepLog(members=M)``, :mod:`gdlab.vectorized`): the run trains M models at once, each a job of
+its own with its own loggers (``member_loggers``). Every value then carries a member dimension: a tensor
+of shape ``(M,)`` (a scalar is every member's), a sequence of M numbers, derived columns of shape
+``(steps, M)``; each member's values go to its own loggers only, with the same tags and steps as a run
+of its own. The loss comes from the ``member_loss`` entry of what ``training_step`` returns. A member
+that stopped (:meth:`stop_member`) writes no step after its last one.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,13 +44,19 @@ Derive = Callable[[Tensor], Mapping[str, Tensor]]
 Reader = Callable[[list["Written"]], None]
 
 
+# The entry of training_step's output that holds each member's loss, shape (members,).
+MEMBER_LOSS = "member_loss"
+
+
 @dataclass
 class Written:
-    """One flushed step: its number, epoch and every value as a float."""
+    """One flushed step: its number, epoch and every value as a float (with members: ``members[i]``
+    holds member ``i``'s values and ``values`` stays empty)."""
 
     step: int
     epoch: int
     values: dict[str, float]
+    members: list[dict[str, float]] | None = None
 
 
 @dataclass
@@ -59,18 +72,41 @@ class StepLog(L.Callback):
 
     Args:
         flush_every: rows kept on the device before they are read back and written (1: every step).
+        members: the number of models trained at once (None: one run).
+        member_loggers: with ``members``, each member's own loggers.
     """
 
-    def __init__(self, flush_every: int = 50) -> None:
+    def __init__(
+        self,
+        flush_every: int = 50,
+        members: int | None = None,
+        member_loggers: list[list[Any]] | None = None,
+    ) -> None:
         if isinstance(flush_every, bool) or not isinstance(flush_every, int) or flush_every < 1:
             raise ValueError(f"Invalid flush_every: {flush_every!r} (must be an integer >= 1)")
+        if members is not None and (isinstance(members, bool) or not isinstance(members, int) or members < 1):
+            raise ValueError(f"Invalid members: {members!r} (must be an integer >= 1, or None)")
         self.flush_every = flush_every
+        self.members = members
+        self.member_loggers = member_loggers or [[] for _ in range(members or 0)]
         self.latest: dict[str, float] = {}  # the last value of each scalar written so far
         self.readers: list[Reader] = []
         self._rows: list[_Row] = []
         self._derive: dict[str, Derive] = {}
+        self._reset_written()
+
+    def _reset_written(self) -> None:
+        n = self.members or 0
         self._written_numbers: dict[str, float] = {}
         self._written_epoch: int | None = None
+        # With members: the same, per member, and the last step each member writes (None: still training).
+        self.member_latest: list[dict[str, float]] = [{} for _ in range(n)]
+        self.member_metrics: list[dict[str, float]] = [
+            {} for _ in range(n)
+        ]  # epoch values, as callback_metrics
+        self.last_step: list[int | None] = [None] * n
+        self._member_numbers: list[dict[str, float]] = [{} for _ in range(n)]
+        self._member_epoch: list[int | None] = [None] * n
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -89,7 +125,7 @@ class StepLog(L.Callback):
     # Lightning's hooks: a row per training batch (one optimizer step), blocks flushed as they fill.
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._rows, self.latest = [], {}
-        self._written_numbers, self._written_epoch = {}, None
+        self._reset_written()
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         self.open(trainer.global_step, trainer.current_epoch)
@@ -97,7 +133,8 @@ class StepLog(L.Callback):
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, *args: Any
     ) -> None:
-        loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
+        key = MEMBER_LOSS if self.members else "loss"
+        loss = outputs.get(key) if isinstance(outputs, Mapping) else outputs
         if isinstance(loss, Tensor):
             self.add({"train/loss": loss})
         if self.due():
@@ -146,15 +183,54 @@ class StepLog(L.Callback):
         if not self._rows:
             raise RuntimeError("StepLog.add() before any training step: nothing to attach the values to")
         row = self._rows[-1]
+        width = self.members or 1
         for name, value in values.items():
             if isinstance(value, Tensor):
-                if name not in self._derive and value.numel() != 1:
+                if name not in self._derive and value.numel() not in (1, width):
+                    what = "a scalar" + (f" or one value per member ({width})" if self.members else "")
                     raise ValueError(
-                        f"per-step value {name!r} must be a scalar, got shape {tuple(value.shape)}"
+                        f"per-step value {name!r} must be {what}, got shape {tuple(value.shape)}"
                     )
                 row.tensors[name] = value.detach()
+            elif self.members and isinstance(value, (list, tuple)):
+                if len(value) != width:
+                    raise ValueError(f"per-step value {name!r} has {len(value)} numbers for {width} members")
+                row.numbers[name] = [float(v) for v in value]
             else:
                 row.numbers[name] = float(value)
+
+    @property
+    def current_step(self) -> int | None:
+        """The step of the row ``add`` attaches to (None before the first step)."""
+        return self._rows[-1].step if self._rows else None
+
+    def stop_member(self, member: int, last_step: int) -> None:
+        """Member ``member`` trains no more after step ``last_step``: later rows are not written for it."""
+        if self.last_step[member] is None:
+            self.last_step[member] = last_step
+
+    def write_members(
+        self,
+        values: Mapping[str, Tensor],
+        step: int | Sequence[int],
+        epoch: int,
+        members: Iterable[int] | None = None,
+    ) -> None:
+        """Epoch-level values, one per member (``{name: (M,)}``), to each member's loggers at ``step`` (or
+        each member's own), with ``epoch``, as Lightning writes a run's ``self.log`` values; kept in
+        :attr:`member_metrics`. One host sync. ``members``: which members (default: those still
+        training)."""
+        if not values:
+            return
+        names = list(values)
+        block = torch.stack([values[n].detach().reshape(-1).to(torch.float64) for n in names]).tolist()
+        chosen = [i for i, last in enumerate(self.last_step) if last is None] if members is None else members
+        for i in chosen:
+            own = {n: block[k][i] for k, n in enumerate(names)}
+            self.member_metrics[i].update(own)
+            at = step if isinstance(step, int) else step[i]
+            for logger in self.member_loggers[i]:
+                logger.log_metrics({**own, "epoch": float(epoch)}, step=at)
 
     def derive(self, key: str, columns: Derive) -> None:
         """Values added under ``key`` are raw tensors of one fixed shape per step. At flush they are stacked
@@ -180,6 +256,8 @@ class StepLog(L.Callback):
             return []
         self._rows = self._rows[len(rows) :]
         parts, slots = self._gather(rows)
+        if self.members:
+            return self._flush_members(rows, parts, slots, reduce)
         written = [Written(r.step, r.epoch, {}) for r in rows]
         for (name, positions), values in zip(slots, _read_back(parts, reduce), strict=True):
             for i, value in zip(positions, values, strict=True):
@@ -193,6 +271,41 @@ class StepLog(L.Callback):
             metrics = self._metrics(w, row.numbers)
             for logger in loggers:
                 logger.log_metrics(metrics, step=w.step)
+        return written
+
+    def _flush_members(
+        self,
+        rows: list[_Row],
+        parts: list[Tensor],
+        slots: list[tuple[str, list[int]]],
+        reduce: Callable[[Tensor], Tensor] | None,
+    ) -> list[Written]:
+        """:meth:`flush` with a member dimension: every part holds ``len(positions) x M`` values (a scalar
+        tensor, every member's, is broadcast)."""
+        m = self.members
+        written = [Written(r.step, r.epoch, {}, [{} for _ in range(m)]) for r in rows]
+        for (name, positions), values in zip(slots, _read_back(parts, reduce), strict=True):
+            width = len(values) // len(positions)
+            for k, position in enumerate(positions):
+                for i in range(m):
+                    written[position].members[i][name] = values[k * width + (i if width > 1 else 0)]
+        for w, row in zip(written, rows, strict=True):
+            for name, number in row.numbers.items():
+                for i in range(m):
+                    w.members[i][name] = number[i] if isinstance(number, list) else number
+        for reader in self.readers:
+            reader(written)
+        for w, row in zip(written, rows, strict=True):
+            for i, loggers in enumerate(self.member_loggers):
+                if self.last_step[i] is not None and w.step > self.last_step[i]:
+                    continue
+                values = w.members[i]
+                self.member_latest[i].update(values)
+                new_epoch = self._member_epoch[i] != w.epoch
+                metrics = _changed(values, self._member_numbers[i], new_epoch, w, row.numbers)
+                self._member_epoch[i] = w.epoch
+                for logger in loggers:
+                    logger.log_metrics(metrics, step=w.step)
         return written
 
     def _gather(self, rows: list[_Row]) -> tuple[list[Tensor], list[tuple[str, list[int]]]]:
@@ -210,7 +323,12 @@ class StepLog(L.Callback):
                     parts.append(values.reshape(-1))
                     slots.append((column, positions))
             else:
-                parts.append(torch.stack([rows[i].tensors[name].reshape(()) for i in positions]))
+                values = [rows[i].tensors[name] for i in positions]
+                if any(v.numel() > 1 for v in values):  # one value per member
+                    values = [v.reshape(-1).expand(self.members) for v in values]
+                    parts.append(torch.stack(values).reshape(-1))
+                else:
+                    parts.append(torch.stack([v.reshape(()) for v in values]))
                 slots.append((name, positions))
         return parts, slots
 
@@ -218,18 +336,30 @@ class StepLog(L.Callback):
         """What one row writes: every tensor value; numbers and the epoch at an epoch's first step or when
         they changed."""
         new_epoch = w.epoch != self._written_epoch
-        metrics = {}
-        for name, value in w.values.items():
-            if name in numbers:
-                last = self._written_numbers.get(name)
-                if not new_epoch and last is not None and _same(last, value):
-                    continue
-                self._written_numbers[name] = value
-            metrics[name] = value
-        if new_epoch:
-            metrics["epoch"] = float(w.epoch)
-            self._written_epoch = w.epoch
-        return metrics
+        self._written_epoch = w.epoch
+        return _changed(w.values, self._written_numbers, new_epoch, w, numbers)
+
+
+def _changed(
+    values: Mapping[str, float],
+    written_numbers: dict[str, float],
+    new_epoch: bool,
+    w: Written,
+    numbers: Mapping[str, Any],
+) -> dict[str, float]:
+    """A row's values to write: tensor values always; plain numbers (the row's ``numbers``) at an epoch's
+    first step or when they changed; the epoch at its first step."""
+    metrics = {}
+    for name, value in values.items():
+        if name in numbers:
+            last = written_numbers.get(name)
+            if not new_epoch and last is not None and _same(last, value):
+                continue
+            written_numbers[name] = value
+        metrics[name] = value
+    if new_epoch:
+        metrics["epoch"] = float(w.epoch)
+    return metrics
 
 
 def _same(a: float, b: float) -> bool:

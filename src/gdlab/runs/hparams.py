@@ -64,9 +64,16 @@ def _scalar(key: str, value: Any) -> str | float | bool:
     return str(value).replace(" ", "")
 
 
-def hparams_for(cfg: DictConfig, status: str | None = None) -> dict[str, str | float | int | bool]:
-    """The flat hyperparameters of a run: group choices, the keys in ``KEYS``, every override."""
-    choices = _choices()
+def hparams_for(
+    cfg: DictConfig,
+    status: str | None = None,
+    overrides: Sequence[str] | None = None,
+    choices: Mapping[str, Any] | None = None,
+) -> dict[str, str | float | int | bool]:
+    """The flat hyperparameters of a run: group choices, the keys in ``KEYS``, every override.
+    ``overrides`` and ``choices`` (the chosen option of each group): the run's own; by default Hydra's
+    record of the current run."""
+    choices = _choices() if choices is None else {k: str(v) for k, v in choices.items() if v is not None}
     params: dict[str, Any] = {}
     for group in GROUPS:
         node = cfg.get(group)
@@ -78,7 +85,7 @@ def hparams_for(cfg: DictConfig, status: str | None = None) -> dict[str, str | f
         value = OmegaConf.select(cfg, key, default=None)
         if value is not None or key == "data.batch_size":  # batch_size null = full batch: worth showing
             params[key] = value
-    for override in run_overrides():
+    for override in run_overrides() if overrides is None else overrides:
         key, _, _ = override.partition("=")
         key = key.lstrip("+~")
         if key.startswith(PLACE_KEYS) or key in GROUPS or "/" in key:
@@ -110,10 +117,10 @@ def trial_id(cfg: DictConfig) -> str:
     return run_dir.resolve().name
 
 
-def shown_keys(params: Mapping[str, Any]) -> list[str]:
+def shown_keys(params: Mapping[str, Any], overrides: Sequence[str] | None = None) -> list[str]:
     """The columns the dashboard opens on: the run's overrides, the learning rate and the status."""
-    overrides = [o.partition("=")[0].lstrip("+~") for o in run_overrides()]
-    return [k for k in params if k in SHOWN or k in overrides]
+    keys = [o.partition("=")[0].lstrip("+~") for o in (run_overrides() if overrides is None else overrides)]
+    return [k for k in params if k in SHOWN or k in keys]
 
 
 def log_hparams(
@@ -122,18 +129,21 @@ def log_hparams(
     record: Mapping[str, Any],
     step: int,
     per_step: Collection[str] = (),
+    overrides: Sequence[str] | None = None,
+    choices: Mapping[str, Any] | None = None,
 ) -> None:
     """Write this run's HParams entry (TensorBoard) or flat hyperparameters (other loggers).
 
     ``record`` is the run's metrics.json record; its finite ``train/``, ``val/`` and ``test/`` values are
     the entry's metrics, written where the run's own values are: at ``step`` (the steps taken), the
-    ``per_step`` ones (``train/loss``) at the last optimizer step, ``step - 1``.
+    ``per_step`` ones (``train/loss``) at the last optimizer step, ``step - 1``. ``overrides`` and
+    ``choices``: as :func:`hparams_for` takes them (a job of gdlab.vectorized passes its own).
     """
     from lightning.pytorch.loggers import TensorBoardLogger
 
     from gdlab.integrations.tensorboard import TensorBoardLogger as GDLabTensorBoardLogger
 
-    params = hparams_for(cfg, status=record.get("status"))
+    params = hparams_for(cfg, status=record.get("status"), overrides=overrides, choices=choices)
     finite = {
         k: v
         for k, v in record.items()
@@ -145,7 +155,13 @@ def log_hparams(
     for logger in loggers:
         if isinstance(logger, GDLabTensorBoardLogger):
             logger.log_hparams_entry(
-                params, metrics, step, trial_id(cfg), record.get("status"), shown_keys(params), per_step
+                params,
+                metrics,
+                step,
+                trial_id(cfg),
+                record.get("status"),
+                shown_keys(params, overrides),
+                per_step,
             )
         elif isinstance(logger, TensorBoardLogger):
             logger.log_hyperparams(params, metrics=metrics, step=step)

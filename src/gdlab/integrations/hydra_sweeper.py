@@ -1,0 +1,26 @@
+"""``hydra/sweeper=gdlab``: Hydra's basic sweeper, less its second composition of every job when the
+vectorized launcher composes them itself.
+
+What it relies on beyond Hydra's documented API, checked by ``tests/test_integrations.py``: the basic
+sweeper's class, ``hydra._internal.core_plugins.basic_sweeper.BasicSweeper``, and its
+``validate_batch_is_legal(batch)``, which composes each job of a batch (about 0.2 s each) before handing
+the batch to the launcher. The vectorized launcher composes each group's first job and derives the others
+(checked equal to Hydra's composition), and a job that does not compose fails there with Hydra's own error,
+before any job of the batch runs: the check is the same, once. With any other launcher this sweeper
+validates as the basic one does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+
+class GdlabSweeper(BasicSweeper):
+    """Hydra's ``BasicSweeper`` (same options: ``max_batch_size``, ``params``); see the module docstring."""
+
+    def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
+        if type(getattr(self, "launcher", None)).__name__ == "VectorizedLauncher":
+            return  # it composes every job itself before any of them runs
+        super().validate_batch_is_legal(batch)
