@@ -84,13 +84,20 @@ def test_every_data_model_loss_combination_steps_or_is_refused_in_one_line(tmp_p
 OTHER_GROUPS = sorted(
     g.name for g in CONF.iterdir() if g.is_dir() and g.name not in ("data", "model", "loss", "hydra")
 )
-OPTIONS = [(g, o) for g in OTHER_GROUPS for o in options(g)]
 NEEDS_A_GPU = {("trainer", "gpu"), ("trainer", "ddp")}
+# MLflow creates its SQLite store (every table, ~2-10 s here) when its logger is built
+SLOW_TO_BUILD = {("logger", "mlflow")}
+OPTIONS = [
+    pytest.param(g, o, id=f"{g}={o}", marks=[pytest.mark.slow] if (g, o) in SLOW_TO_BUILD else [])
+    for g in OTHER_GROUPS
+    for o in options(g)
+]
 
 
-@pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
+@pytest.mark.parametrize(("group", "option"), OPTIONS)
 def test_every_option_of_the_other_groups_builds_what_it_names(tmp_path, group, option):
-    cfg = make_cfg(tmp_path / "run", f"{group}={option}", "data.n_samples=40")
+    # paths.root: the MLflow store and any other file a logger writes there go to the test's directory
+    cfg = make_cfg(tmp_path / "run", f"{group}={option}", "data.n_samples=40", f"paths.root={tmp_path}")
     if (group, option) in NEEDS_A_GPU and not torch.cuda.is_available():
         with pytest.raises(ValueError, match=r"^trainer: No supported gpu backend found! Use trainer=cpu"):
             build(cfg)

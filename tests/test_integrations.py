@@ -148,3 +148,45 @@ def test_the_hparams_entry_reads_back_through_tensorboards_own_plugin(tmp_path):
     end = metadata.parse_session_end_info_plugin_data(content[metadata.SESSION_END_INFO_TAG])
     assert end.status == api_pb2.STATUS_FAILURE
     assert scalars(tmp_path, "val/loss") == [(7, 0.5)]
+
+
+def test_gdlabs_mlflow_logger_writes_what_lightnings_writes_in_fewer_transactions(monkeypatch, tmp_path):
+    """gdlab.integrations.mlflow keeps the values of many steps for one log_batch; MLflow's client reads
+    back the same names, steps and values as from Lightning's own logger, which writes each call."""
+    pytest.importorskip("mlflow", reason="needs the loggers extra: pip install -e '.[loggers]'")
+    from lightning.pytorch.loggers import MLFlowLogger as LightningMLFlowLogger
+    from mlflow.tracking import MlflowClient
+
+    from gdlab.integrations.mlflow import MAX_METRICS_PER_BATCH, MLFlowLogger
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # a store that opens at once; any store will do
+    uri = f"file:{tmp_path}/mlruns"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # Lightning's logger sets it; unset again after the test
+    writes = []
+    log_batch = MlflowClient.log_batch
+    monkeypatch.setattr(MlflowClient, "log_batch", lambda *a, **k: writes.append(k) or log_batch(*a, **k))
+    rows = [({"train/loss": 1 / (s + 1), "diag/x (norm)": float(s), "note": "text"}, s) for s in range(550)]
+    histories, calls = [], []
+    for cls, options in ((LightningMLFlowLogger, {}), (MLFlowLogger, {"write_every": 3600})):
+        writes.clear()
+        logger = cls(experiment_name="x", tracking_uri=uri, prefix="p", synchronous=True, **options)
+        for metrics, step in rows:
+            logger.log_metrics(metrics, step)
+        logger.save()  # within write_every of the oldest value: gdlab's keeps them
+        logger.log_metrics({"val/loss": 0.5}, 550)
+        logger.finalize("success")
+        client = MlflowClient(uri)
+        run = client.get_run(logger.run_id)
+        assert run.info.status == "FINISHED"
+        keys = sorted(run.data.metrics)
+        histories.append(
+            {k: [(m.step, m.value) for m in client.get_metric_history(logger.run_id, k)] for k in keys}
+        )
+        calls.append(len([w for w in writes if w.get("metrics")]))
+    lightning, gdlab = histories
+    assert sorted(lightning) == ["p-diag/x norm", "p-train/loss", "p-val/loss"]  # the text value dropped
+    assert gdlab == lightning, (
+        "gdlab.integrations.mlflow.MLFlowLogger no longer writes what Lightning's MLFlowLogger writes: compare "
+        "its log_metrics with lightning.pytorch.loggers.MLFlowLogger.log_metrics"
+    )
+    assert calls == [551, -(-1101 // MAX_METRICS_PER_BATCH)]  # one write per call against full batches
