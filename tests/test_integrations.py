@@ -162,6 +162,8 @@ def test_gdlabs_mlflow_logger_writes_what_lightnings_writes_in_fewer_transaction
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # a store that opens at once; any store will do
     uri = f"file:{tmp_path}/mlruns"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # Lightning's logger sets it; unset again after the test
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "")
+    monkeypatch.delenv("MLFLOW_DISABLE_TELEMETRY")  # as on a user's machine; restored after the test
     writes = []
     log_batch = MlflowClient.log_batch
     monkeypatch.setattr(MlflowClient, "log_batch", lambda *a, **k: writes.append(k) or log_batch(*a, **k))
@@ -170,6 +172,8 @@ def test_gdlabs_mlflow_logger_writes_what_lightnings_writes_in_fewer_transaction
     for cls, options in ((LightningMLFlowLogger, {}), (MLFlowLogger, {"write_every": 3600})):
         writes.clear()
         logger = cls(experiment_name="x", tracking_uri=uri, prefix="p", synchronous=True, **options)
+        if cls is MLFlowLogger:  # a local store sends nothing: MLflow's usage telemetry is off
+            assert os.environ["MLFLOW_DISABLE_TELEMETRY"] == "true"
         for metrics, step in rows:
             logger.log_metrics(metrics, step)
         logger.save()  # within write_every of the oldest value: gdlab's keeps them

@@ -11,6 +11,11 @@ once the oldest value has waited ``write_every`` seconds (1), so that a live MLf
 much and a run of short epochs does not pay a transaction per epoch; ``finalize`` writes the rest. The values are the ones Lightning's logger would write
 (same names, prefix, steps and timestamps): ``tests/test_integrations.py`` compares the two.
 
+MLflow 3 also reports usage to its telemetry service when it is imported (a look-up of
+``config.mlflow-telemetry.io`` at the first run here); a local store should send nothing, so this logger
+sets MLflow's documented ``MLFLOW_DISABLE_TELEMETRY=true`` before MLflow is imported, unless it is set
+already (``MLFLOW_DISABLE_TELEMETRY=false`` keeps MLflow's telemetry).
+
 It relies on MLflow's and Lightning's documented API only: ``MlflowClient.log_batch``,
 ``mlflow.entities.Metric``, and the logger's ``experiment``, ``run_id`` and ``LOGGER_JOIN_CHAR``.
 """
@@ -18,6 +23,7 @@ It relies on MLflow's and Lightning's documented API only: ``MlflowClient.log_ba
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
 from collections.abc import Mapping
@@ -48,6 +54,7 @@ class MLFlowLogger(LightningMLFlowLogger):
     ) -> None:
         if isinstance(write_every, bool) or not isinstance(write_every, (int, float)) or not write_every >= 0:
             raise ValueError(f"Invalid write_every: {write_every!r} (must be a number of seconds >= 0)")
+        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # read when mlflow is imported, below
         super().__init__(*args, prefix=prefix, synchronous=synchronous, **kwargs)
         self.write_every = float(write_every)
         self._metric_prefix = prefix
