@@ -41,6 +41,7 @@ def test_quick_benchmark_writes_every_comparison(tmp_path):
         "mnist 6k, 1 epoch MLP 784-64-128-64-10 batch 64: wall time",
         "mnist 6k, 1 epoch MLP 784-64-128-64-10 batch 64: peak memory (RSS)",
         "mnist 6k, 1 epoch MLP 784-64-128-64-10 batch 64: MNISTDataModule.setup()",
+        "loggers: a tiny run, wall time",
     ]:
         rows = [line for line in text.splitlines() if line.startswith(f"| {comparison} |")]
         assert len(rows) >= 2, comparison
