@@ -6,6 +6,7 @@ SQLite file, W&B runs offline."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -17,7 +18,7 @@ from omegaconf import OmegaConf
 
 from gdlab.errors import SettingError
 from gdlab.runs.hparams import hparams_for, run_name
-from tests.conftest import REPO_ROOT, compose_config, scalars, train_in_process
+from tests.conftest import REPO_ROOT, compose_config, run_train, scalars, train_in_process
 from tests.documented import assert_documented
 
 mlflow = pytest.importorskip("mlflow", reason="needs the loggers extra: pip install -e '.[loggers]'")
@@ -247,4 +248,28 @@ def test_wandb_offline_sweep_writes_one_finished_run_per_job(monkeypatch, tmp_pa
     assert [(r.info.status, r.data.params["status"]) for r in runs] == [
         ("FINISHED", "completed"),
         ("FAILED", "diverged"),
+    ]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    importlib.util.find_spec("hydra_plugins.hydra_joblib_launcher") is None,
+    reason="needs the sweep extra: pip install -e '.[sweep]'",
+)
+def test_parallel_jobs_share_a_new_mlflow_store(tmp_path):
+    """Two jobs in parallel processes start on a store that does not exist yet: one creates its tables
+    and the experiment while the other waits (else: `table experiments already exists`, a failed job)."""
+    sweep = (
+        "-m",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "optimizer.lr=0.01,0.1",
+        "logger=mlflow",
+    )
+    proc = run_train(*sweep, f"paths.root={tmp_path}", *RUN, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _, runs = _mlflow_runs(tmp_path)
+    assert sorted((r.info.status, r.data.params["optimizer.lr"]) for r in runs) == [
+        ("FINISHED", "0.01"),
+        ("FINISHED", "0.1"),
     ]

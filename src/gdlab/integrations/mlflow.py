@@ -1,20 +1,24 @@
 """MLflow for gdlab runs: Lightning's ``MLFlowLogger``, the values of many steps in one write.
 
-Lightning's ``MLFlowLogger.log_metrics`` sends each call to MLflow as its own ``log_batch``: with the local
-SQLite store (``conf/logger/mlflow.yaml``) one transaction per optimizer step, about 20-30 ms here, more
-than a whole small-model step. MLflow's own remedy (``synchronous=False`` with
-``MLFLOW_ASYNC_LOGGING_BUFFERING_SECONDS``) hangs at the end of the run in mlflow 3.18, and without the
-buffering its background threads still write one transaction per call. So :class:`MLFlowLogger` keeps the
-values and writes them in batches of up to MLflow's limit per ``log_batch``: whenever a full batch waits,
-and at a ``save()`` (which Lightning calls after each of its own writes: every validation and epoch end)
-once the oldest value has waited ``write_every`` seconds (1), so that a live MLflow UI lags by about that
-much and a run of short epochs does not pay a transaction per epoch; ``finalize`` writes the rest. The values are the ones Lightning's logger would write
-(same names, prefix, steps and timestamps): ``tests/test_integrations.py`` compares the two.
-
-MLflow 3 also reports usage to its telemetry service when it is imported (a look-up of
-``config.mlflow-telemetry.io`` at the first run here); a local store should send nothing, so this logger
-sets MLflow's documented ``MLFLOW_DISABLE_TELEMETRY=true`` before MLflow is imported, unless it is set
-already (``MLFLOW_DISABLE_TELEMETRY=false`` keeps MLflow's telemetry).
+- **Batched writes.** Lightning's ``MLFlowLogger.log_metrics`` sends each call to MLflow as its own
+  ``log_batch``: with the local SQLite store (``conf/logger/mlflow.yaml``) one transaction per optimizer
+  step, 20-30 ms here, more than a whole small-model step. MLflow's own remedy (``synchronous=False``
+  with ``MLFLOW_ASYNC_LOGGING_BUFFERING_SECONDS``) hangs at the end of the run in mlflow 3.18, and without
+  the buffering its background threads still write one transaction per call. So :class:`MLFlowLogger`
+  keeps the values and writes them in batches of up to MLflow's limit per ``log_batch``: whenever a full
+  batch waits, and at a ``save()`` (which Lightning calls after each of its own writes: every validation
+  and epoch end) once the oldest value has waited ``write_every`` seconds, so that a live MLflow UI lags
+  by about that much and a run of short epochs does not pay a transaction per epoch; ``finalize`` writes
+  the rest. The values are the ones Lightning's logger would write (same names, prefix, steps and
+  timestamps): ``tests/test_integrations.py`` compares the two.
+- **One process at a time creates the store.** The first runs of a parallel sweep
+  (``hydra/launcher=joblib``) would all create the SQLite store's tables and the experiment at once, and
+  all but one fail (``table experiments already exists``); both happen under an exclusive lock of the
+  store's directory.
+- **Nothing sent.** MLflow 3 reports usage to its telemetry service when it is imported (a look-up of
+  ``config.mlflow-telemetry.io`` at the first run here); a local store should send nothing, so this logger
+  sets MLflow's documented ``MLFLOW_DISABLE_TELEMETRY=true`` before MLflow is imported, unless it is set
+  already (``MLFLOW_DISABLE_TELEMETRY=false`` keeps MLflow's telemetry).
 
 It relies on MLflow's and Lightning's documented API only: ``MlflowClient.log_batch``,
 ``mlflow.entities.Metric``, and the logger's ``experiment``, ``run_id`` and ``LOGGER_JOIN_CHAR``.
@@ -22,11 +26,13 @@ It relies on MLflow's and Lightning's documented API only: ``MlflowClient.log_ba
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from lightning.pytorch.loggers import MLFlowLogger as LightningMLFlowLogger
@@ -55,12 +61,40 @@ class MLFlowLogger(LightningMLFlowLogger):
         if isinstance(write_every, bool) or not isinstance(write_every, (int, float)) or not write_every >= 0:
             raise ValueError(f"Invalid write_every: {write_every!r} (must be a number of seconds >= 0)")
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # read when mlflow is imported, below
-        super().__init__(*args, prefix=prefix, synchronous=synchronous, **kwargs)
+        self._store_dir = sqlite_dir(kwargs.get("tracking_uri"))
+        with self._store_lock():  # the client creates the SQLite store's tables
+            super().__init__(*args, prefix=prefix, synchronous=synchronous, **kwargs)
+        self._started = False
         self.write_every = float(write_every)
         self._metric_prefix = prefix
         self._write_options = {} if synchronous is None else {"synchronous": synchronous}
         self._pending: list[Any] = []  # mlflow.entities.Metric, in the order logged
         self._oldest = 0.0  # time.monotonic() of the oldest pending value
+
+    @property
+    def experiment(self) -> Any:
+        """Lightning's ``experiment`` (the ``MlflowClient``); the first access, which looks up or creates
+        the experiment and starts the run, holds the store's lock."""
+        if self._started:
+            return super().experiment
+        with self._store_lock():
+            client = super().experiment
+        self._started = True
+        return client
+
+    @contextmanager
+    def _store_lock(self) -> Iterator[None]:
+        """An exclusive lock of the SQLite store's directory (nothing for another tracking URI)."""
+        if self._store_dir is None:
+            yield
+            return
+        os.makedirs(self._store_dir, exist_ok=True)
+        fd = os.open(self._store_dir, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
 
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
@@ -99,3 +133,10 @@ class MLFlowLogger(LightningMLFlowLogger):
             self.experiment.log_batch(run_id=self.run_id, metrics=batch, **self._write_options)
             del self._pending[: len(batch)]
         self._oldest = time.monotonic()
+
+
+def sqlite_dir(tracking_uri: str | None) -> str | None:
+    """The directory of a ``sqlite:///<path>`` store (``sqlite:///outputs/mlflow.db`` -> ``outputs``)."""
+    if not tracking_uri or not str(tracking_uri).startswith("sqlite:///"):
+        return None
+    return os.path.dirname(str(tracking_uri)[len("sqlite:///") :]) or "."
