@@ -43,7 +43,7 @@ setup() {
     fi
   fi
   # sweep: the Hydra plugins (optuna sweeper, joblib and submitit launchers; ~10 s more); loggers: MLflow's
-  # client and Weights & Biases for logger=mlflow and logger=wandb (~200 MB, ~15 s more)
+  # client and Weights & Biases for logger=mlflow and logger=wandb (~180 MB, ~25 s more)
   "$VENV/bin/python" -m pip install --quiet -e ".[dev,sweep,loggers]"
   touch "$stamp"
 }
