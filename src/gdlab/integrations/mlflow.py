@@ -62,9 +62,9 @@ class MLFlowLogger(LightningMLFlowLogger):
             raise ValueError(f"Invalid write_every: {write_every!r} (must be a number of seconds >= 0)")
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # read when mlflow is imported, below
         self._store_dir = sqlite_dir(kwargs.get("tracking_uri"))
+        self._started = False  # the experiment looked up and the run started
         with self._store_lock():  # the client creates the SQLite store's tables
             super().__init__(*args, prefix=prefix, synchronous=synchronous, **kwargs)
-        self._started = False
         self.write_every = float(write_every)
         self._metric_prefix = prefix
         self._write_options = {} if synchronous is None else {"synchronous": synchronous}

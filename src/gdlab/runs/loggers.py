@@ -2,8 +2,8 @@
 
 Lightning finalizes each logger after ``fit`` and after ``test``, before gdlab writes the run's flat
 hyperparameters and final metrics (:func:`gdlab.runs.hparams.log_hparams`). :func:`close_loggers` finalizes
-them once more with the run's outcome: MLflow marks the run FINISHED or FAILED and waits for what its
-background thread still holds, the CSV logger saves ``hparams.yaml``, gdlab's TensorBoard logger closes its
+them once more with the run's outcome: gdlab's MLflow logger writes the values it still holds and marks
+the run FINISHED or FAILED, the CSV logger saves ``hparams.yaml``, gdlab's TensorBoard logger closes its
 event file. A W&B run is finished: Lightning's ``WandbLogger`` would otherwise hand the run still open to the
 next job of a sweep in the same process, which would write into it.
 """
