@@ -194,3 +194,10 @@ def test_gdlabs_mlflow_logger_writes_what_lightnings_writes_in_fewer_transaction
         "its log_metrics with lightning.pytorch.loggers.MLFlowLogger.log_metrics"
     )
     assert calls == [551, -(-1101 // MAX_METRICS_PER_BATCH)]  # one write per call against full batches
+    # write_every=0: each save() (Lightning's, after every validation and epoch end) writes what waits
+    writes.clear()
+    logger = MLFlowLogger(experiment_name="x", tracking_uri=uri, write_every=0)
+    logger.log_metrics({"train/loss": 1.0}, 0)
+    logger.save()
+    assert [len(w["metrics"]) for w in writes if w.get("metrics")] == [1]
+    logger.finalize("success")

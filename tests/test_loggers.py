@@ -127,6 +127,43 @@ def test_group_overrides_are_flat_hyperparameters_as_typed(typed):
     assert all(len(str(v)) < 100 for v in params.values()), params  # no composed config as text
 
 
+def test_a_logger_that_cannot_finish_the_run_leaves_the_others_and_the_record(tmp_path, monkeypatch, caplog):
+    from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+
+    from gdlab.runs.loggers import close_loggers
+
+    class Broken(Logger):
+        name, version = "broken", 0
+
+        def log_hyperparams(self, params, *args, **kwargs): ...
+
+        def log_metrics(self, metrics, step=None): ...
+
+        def finalize(self, status):
+            raise OSError("disk full")
+
+    csv = CSVLogger(tmp_path, name="csv", version="")
+    csv.log_hyperparams({"status": "completed"})
+    monkeypatch.setattr(wandb, "finish", lambda **_: (_ for _ in ()).throw(RuntimeError("service gone")))
+    wandb_logger = WandbLogger(offline=True, save_dir=str(tmp_path))  # no run started: nothing to finish
+    with caplog.at_level("WARNING", logger="gdlab.runs.loggers"):
+        close_loggers([Broken(), csv, wandb_logger], "completed")  # raises nothing
+    assert "the Broken logger could not finish the run: disk full" in caplog.text
+    assert "W&B could not finish the run: service gone" in caplog.text
+    assert "status: completed" in (tmp_path / "csv" / "hparams.yaml").read_text()  # finalized all the same
+
+
+def test_write_every_is_a_number_of_seconds(tmp_path):
+    from gdlab.integrations.mlflow import MLFlowLogger
+
+    for bad in (-1, "soon", True):
+        with pytest.raises(
+            ValueError, match=r"^Invalid write_every: .* \(must be a number of seconds >= 0\)$"
+        ):
+            MLFlowLogger(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", write_every=bad)
+    assert not (tmp_path / "mlflow.db").exists()  # refused before the store is opened
+
+
 # --- without the extra -----------------------------------------------------------------------------------
 
 
