@@ -21,8 +21,11 @@ from gdlab.runs.hparams import hparams_for, run_name
 from tests.conftest import REPO_ROOT, compose_config, run_train, scalars, train_in_process
 from tests.documented import assert_documented
 
-mlflow = pytest.importorskip("mlflow", reason="needs the loggers extra: pip install -e '.[loggers]'")
-wandb = pytest.importorskip("wandb", reason="needs the loggers extra: pip install -e '.[loggers]'")
+# (found, not imported: importing MLflow and W&B at collection would cost every test worker seconds)
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("mlflow") is None or importlib.util.find_spec("wandb") is None,
+    reason="needs the loggers extra: pip install -e '.[loggers]'",
+)
 
 RUN = ("trainer.max_epochs=2", "trainer=cpu")
 
@@ -128,6 +131,7 @@ def test_group_overrides_are_flat_hyperparameters_as_typed(typed):
 
 
 def test_a_logger_that_cannot_finish_the_run_leaves_the_others_and_the_record(tmp_path, monkeypatch, caplog):
+    import wandb
     from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 
     from gdlab.runs.loggers import close_loggers
