@@ -17,6 +17,8 @@ alternating the variants within each repeat):
   vectorized hydra/launcher=vectorized: the lessons nonconvex and lr_regimes against the basic launcher (the
              same steps), a 64-point lr sweep of experiment=lecture against one run of it, and model-steps
              per second of stacked members against the hand loop training them one after another.
+  loggers    the default `python train.py` with each experiment logger vs TensorBoard (the default):
+             none, csv, and MLflow and W&B (offline) where the `loggers` extra is installed.
 
 The Markdown table goes to stdout and to outputs/benchmarks/benchmark-<time>.md (and latest.md).
 """
@@ -443,7 +445,7 @@ sys.exit(os.waitstatus_to_exitcode(status))
 CHILD_PATH = os.pathsep.join(p for p in (str(REPO_ROOT / "src"), os.environ.get("PYTHONPATH")) if p)
 
 
-def run_child(cmd: list[str], cwd: Path) -> tuple[float, float]:
+def run_child(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> tuple[float, float]:
     """Wall seconds and peak resident memory (MB) of one command, measured on its own process."""
     with tempfile.NamedTemporaryFile("r", suffix=".measure") as report:
         proc = subprocess.run(
@@ -451,7 +453,7 @@ def run_child(cmd: list[str], cwd: Path) -> tuple[float, float]:
             cwd=cwd,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": CHILD_PATH},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": CHILD_PATH, **(env or {})},
         )
         if proc.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr.decode(errors='replace')[-2000:]}")
@@ -596,6 +598,55 @@ def bench_mnist(repeats: int, quick: bool) -> list[Row]:
                 walls[run + 1].values.append(seconds)
                 peaks[run + 1].values.append(peak)
     return [*walls, *peaks, *loads]
+
+
+# ---------------------------------------------------------------------------------------------
+# 6. Experiment loggers: the default run with each, as a whole process
+
+
+# W&B as the docs run it without an account: offline, nothing sent, no banner.
+WANDB_OFFLINE = {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_ERROR_REPORTING": "false"}
+
+
+def bench_loggers(repeats: int, quick: bool) -> list[Row]:
+    """``python train.py`` with each experiment logger against the default (TensorBoard): MLflow (its SQLite
+    store under paths.root, already created, and a new one) and W&B offline where the ``loggers`` extra is
+    installed. The store is created by the first run under a root, so the steady state shares one root."""
+    import importlib.util
+
+    train_py = [sys.executable, str(REPO_ROOT / "train.py"), *(TINY_RUN if quick else [])]
+    comparison = "loggers: " + ("a tiny run" if quick else "the default run") + ", wall time"
+    has_mlflow = importlib.util.find_spec("mlflow") is not None
+    variants = {"logger=tensorboard (the default)": ["logger=tensorboard"]}
+    if not quick or not has_mlflow:  # --quick: tensorboard against one other
+        variants["logger=none"] = ["logger=none"]
+    if not quick:
+        variants["logger=csv"] = ["logger=csv"]
+    if has_mlflow:
+        variants["logger=mlflow"] = ["logger=mlflow"]
+        if not quick:
+            variants["logger=mlflow, a new store (the first run under a paths.root)"] = ["logger=mlflow"]
+            # what gdlab.integrations.mlflow saves: Lightning's own logger writes each step on its own
+            variants["logger=mlflow with Lightning's MLFlowLogger (a write per step)"] = [
+                "logger=mlflow",
+                "logger.mlflow._target_=lightning.pytorch.loggers.MLFlowLogger",
+                "~logger.mlflow.write_every",
+            ]
+    if importlib.util.find_spec("wandb") is not None and not quick:
+        variants["logger=wandb (offline)"] = ["logger=wandb"]
+    rows = {k: Row(comparison, k, unit="s", baseline=k.startswith("logger=tensorboard")) for k in variants}
+    with tempfile.TemporaryDirectory() as tmp:
+        shared = Path(tmp) / "root"
+        for overrides in [] if quick else variants.values():  # warm-up, not timed: creates the MLflow store
+            run_child([*train_py, *overrides, f"paths.root={shared}"], Path(tmp), WANDB_OFFLINE)
+        order = list(variants)
+        for r in range(repeats):
+            shift = r % len(order)  # rotate the order so no variant always runs first
+            for name in order[shift:] + order[:shift]:
+                root = Path(tmp) / f"new-{r}" if "a new store" in name else shared
+                cmd = [*train_py, *variants[name], f"paths.root={root}"]
+                rows[name].values.append(run_child(cmd, Path(tmp), WANDB_OFFLINE)[0])
+    return list(rows.values())
 
 
 def import_costs(top: int = 10) -> tuple[float, list[tuple[str, float]]]:
@@ -894,7 +945,7 @@ def header(args: argparse.Namespace) -> str:
 
 
 def main(argv: list[str] | None = None) -> str:
-    sections = ["training", "callbacks", "batching", "optimizer", "startup", "mnist", "vectorized"]
+    sections = ["training", "callbacks", "batching", "optimizer", "startup", "mnist", "vectorized", "loggers"]
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -954,6 +1005,8 @@ def main(argv: list[str] | None = None) -> str:
     if "vectorized" in chosen:
         rows += bench_members(args.repeats, args.quick)
         rows += bench_vectorized_sweeps(args.repeats, args.quick)
+    if "loggers" in chosen:
+        rows += bench_loggers(args.repeats, args.quick)
 
     report = "\n".join([header(args), "", table(rows), *extra_lines]) + "\n"
     print(report)

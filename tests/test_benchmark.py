@@ -47,6 +47,7 @@ def test_quick_benchmark_writes_every_comparison(tmp_path):
         "sweep: experiment=nonconvex (24 jobs x 50 steps)",
         "sweep: experiment=lr_regimes (7 jobs x 50 steps)",
         "sweep: experiment=lecture, 8 learning rates",
+        "loggers: a tiny run, wall time",
     ]:
         rows = [line for line in text.splitlines() if line.startswith(f"| {comparison} |")]
         assert len(rows) >= 2, comparison

@@ -99,8 +99,14 @@ def test_every_data_model_loss_combination_steps_or_is_refused_in_one_line(tmp_p
 OTHER_GROUPS = sorted(
     g.name for g in CONF.iterdir() if g.is_dir() and g.name not in ("data", "model", "loss", "hydra")
 )
-OPTIONS = [(g, o) for g in OTHER_GROUPS for o in options(g)]
 NEEDS_A_GPU = {("trainer", "gpu"), ("trainer", "ddp")}
+# MLflow creates its SQLite store (every table, ~2-10 s here) when its logger is built
+SLOW_TO_BUILD = {("logger", "mlflow")}
+PAIRS = [(g, o) for g in OTHER_GROUPS for o in options(g)]
+OPTIONS = [
+    pytest.param(g, o, id=f"{g}={o}", marks=[pytest.mark.slow] if (g, o) in SLOW_TO_BUILD else [])
+    for g, o in PAIRS
+]
 
 
 class Built(NamedTuple):
@@ -343,6 +349,21 @@ def _csv(b: Built) -> None:
     assert Path(b.the(CSVLogger).log_dir) == b.out / "csv"
 
 
+@expects("logger=mlflow")
+def _mlflow(b: Built) -> None:
+    from lightning.pytorch.loggers import MLFlowLogger
+
+    client = b.the(MLFlowLogger).experiment  # gdlab's logger, Lightning's own underneath: MLflow's client
+    assert client.tracking_uri == f"sqlite:///{Path(b.cfg.paths.root)}/mlflow.db"  # one store per paths.root
+
+
+@expects("logger=wandb")
+def _wandb(b: Built) -> None:
+    from lightning.pytorch.loggers import WandbLogger
+
+    assert Path(b.the(WandbLogger).save_dir) == b.out  # in the run directory (offline: tests/test_loggers.py)
+
+
 @expects("logger=none")
 def _no_logger(b: Built) -> None:
     assert b.trainer.loggers == []
@@ -379,15 +400,17 @@ def _callbacks(b: Built) -> None:
 
 
 def test_every_option_says_what_it_builds():
-    assert sorted(EXPECTED) == sorted(f"{g}={o}" for g, o in OPTIONS), "add the option to EXPECTED above"
+    assert sorted(EXPECTED) == sorted(f"{g}={o}" for g, o in PAIRS), "add the option to EXPECTED above"
 
 
-@pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
+@pytest.mark.parametrize(("group", "option"), OPTIONS)
 def test_every_option_of_the_other_groups_builds_what_it_names(tmp_path, group, option):
     out = tmp_path / "run"
+    # paths.root: the MLflow store and any other file a logger writes there go to the test's directory
     cfg = compose_config(
-        "train", f"paths.output_dir={out}", f"{group}={option}", "data.n_samples=40", return_hydra_config=True
-    )
+        "train", f"paths.output_dir={out}", f"{group}={option}", "data.n_samples=40", f"paths.root={tmp_path}",
+        return_hydra_config=True,
+    )  # fmt: skip
     hydra = cfg.hydra
     with open_dict(cfg):
         del cfg["hydra"]

@@ -182,3 +182,56 @@ def test_hydras_basic_sweeper_still_validates_each_batch_where_gdlabs_sweeper_sk
     sweeper.launcher = object()
     with pytest.raises(AttributeError):  # the basic sweeper's own check runs (set up, it composes each job)
         sweeper.validate_batch_is_legal([["no_such_key=1"]])
+
+
+def test_gdlabs_mlflow_logger_writes_what_lightnings_writes_in_fewer_transactions(monkeypatch, tmp_path):
+    """gdlab.integrations.mlflow keeps the values of many steps for one log_batch; MLflow's client reads
+    back the same names, steps and values as from Lightning's own logger, which writes each call."""
+    pytest.importorskip("mlflow", reason="needs the loggers extra: pip install -e '.[loggers]'")
+    from lightning.pytorch.loggers import MLFlowLogger as LightningMLFlowLogger
+    from mlflow.tracking import MlflowClient
+
+    from gdlab.integrations.mlflow import MAX_METRICS_PER_BATCH, MLFlowLogger
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # a store that opens at once; any store will do
+    uri = f"file:{tmp_path}/mlruns"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # Lightning's logger sets it; unset again after the test
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "")
+    monkeypatch.delenv("MLFLOW_DISABLE_TELEMETRY")  # as on a user's machine; restored after the test
+    writes = []
+    log_batch = MlflowClient.log_batch
+    monkeypatch.setattr(MlflowClient, "log_batch", lambda *a, **k: writes.append(k) or log_batch(*a, **k))
+    rows = [({"train/loss": 1 / (s + 1), "diag/x (norm)": float(s), "note": "text"}, s) for s in range(550)]
+    histories, calls = [], []
+    for cls, options in ((LightningMLFlowLogger, {}), (MLFlowLogger, {"write_every": 3600})):
+        writes.clear()
+        logger = cls(experiment_name="x", tracking_uri=uri, prefix="p", synchronous=True, **options)
+        if cls is MLFlowLogger:  # a local store sends nothing: MLflow's usage telemetry is off
+            assert os.environ["MLFLOW_DISABLE_TELEMETRY"] == "true"
+        for metrics, step in rows:
+            logger.log_metrics(metrics, step)
+        logger.save()  # within write_every of the oldest value: gdlab's keeps them
+        logger.log_metrics({"val/loss": 0.5}, 550)
+        logger.finalize("success")
+        client = MlflowClient(uri)
+        run = client.get_run(logger.run_id)
+        assert run.info.status == "FINISHED"
+        keys = sorted(run.data.metrics)
+        histories.append(
+            {k: [(m.step, m.value) for m in client.get_metric_history(logger.run_id, k)] for k in keys}
+        )
+        calls.append(len([w for w in writes if w.get("metrics")]))
+    lightning, gdlab = histories
+    assert sorted(lightning) == ["p-diag/x norm", "p-train/loss", "p-val/loss"]  # the text value dropped
+    assert gdlab == lightning, (
+        "gdlab.integrations.mlflow.MLFlowLogger no longer writes what Lightning's MLFlowLogger writes: compare "
+        "its log_metrics with lightning.pytorch.loggers.MLFlowLogger.log_metrics"
+    )
+    assert calls == [551, -(-1101 // MAX_METRICS_PER_BATCH)]  # one write per call against full batches
+    # write_every=0: each save() (Lightning's, after every validation and epoch end) writes what waits
+    writes.clear()
+    logger = MLFlowLogger(experiment_name="x", tracking_uri=uri, write_every=0)
+    logger.log_metrics({"train/loss": 1.0}, 0)
+    logger.save()
+    assert [len(w["metrics"]) for w in writes if w.get("metrics")] == [1]
+    logger.finalize("success")

@@ -67,8 +67,41 @@ class SettingError(ConfigError):
         super().__init__(_setting_line(key, node, cause))
 
 
+# gdlab's extras (pyproject.toml) and what each adds, for the line an option without its package gives.
+EXTRAS = {"sweep": "every sweep plugin", "loggers": "MLflow and W&B"}
+# Modules that options of gdlab's config import but only an extra installs: module -> (what `pip install`
+# needs for the option to work, the extra). MLflow's local store is SQLite: mlflow-skinny needs both others.
+OPTIONAL_PACKAGES = {
+    "mlflow": ("mlflow-skinny sqlalchemy alembic", "loggers"),
+    "sqlalchemy": ("mlflow-skinny sqlalchemy alembic", "loggers"),
+    "alembic": ("mlflow-skinny sqlalchemy alembic", "loggers"),
+    "wandb": ("wandb", "loggers"),
+}
+
+
+def not_installed(setting: str, needs: str, install: str, extra: str) -> str:
+    """The line for an option whose optional package is missing: the pip command, and gdlab's extra."""
+    return (
+        f"{setting} needs {needs}, which is not installed: `pip install {install}` "
+        f"(in a clone of gdlab: `pip install -e '.[{extra}]'`, which adds {EXTRAS[extra]})"
+    )
+
+
+def missing_module(err: ImportError) -> str | None:
+    """The top-level module an ImportError says is missing: its ``name`` (``No module named 'wandb'``), or
+    the package Lightning's loggers quote (``Requirement 'mlflow>=1.0.0' not met``)."""
+    name = err.name
+    if name is None:
+        quoted = re.search(r"(?:Requirement|Module not found:) '([\w.]+)", str(err))
+        name = quoted.group(1) if quoted else None
+    return name.split(".")[0] if name else None
+
+
 def _setting_line(key: str, node: Mapping[str, Any] | None, cause: BaseException) -> str:
     message = first_line(cause)
+    if isinstance(cause, ImportError) and missing_module(cause) in OPTIONAL_PACKAGES:
+        module = missing_module(cause)
+        return not_installed(key, f"the optional package {module}", *OPTIONAL_PACKAGES[module])
     argument = getattr(cause, "argument", None)
     if argument is None and node is not None:
         argument = quoted_argument(node, message) or worded_argument(node, message)

@@ -22,9 +22,9 @@ from gdlab.callbacks.steplog import StepLog
 from gdlab.console import print_config, rounded, route_lightning_logs
 from gdlab.errors import ConfigError, describe
 from gdlab.factory import blame, build
-from gdlab.integrations.tensorboard import TensorBoardLogger
 from gdlab.runs.checkpoint import LastCheckpoint, check_fits, load_checkpoint, resolve_ckpt_path
 from gdlab.runs.hparams import log_hparams
+from gdlab.runs.loggers import close_loggers
 from gdlab.runs.processes import in_multirun, launches_processes, run_in_child
 from gdlab.runs.record import (
     METRICS_FILE,
@@ -188,6 +188,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     output_dir, attempts = open_run(cfg)
     metrics: dict[str, Any] = {}
     trainer = None
+    ended = "failed"  # how the run ended, for the loggers (until it has a record)
     try:
         datamodule, module, trainer = build(cfg)
         if hasattr(datamodule, "true_params"):
@@ -210,8 +211,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             metrics["debug"] = "fast_dev_run"
         metrics.update({k: v for k, v in status.items() if k != "status"})
         record = {**metrics, "status": status["status"]}
-        # TensorBoard's HParams tab
+        # TensorBoard's HParams tab; the flat hyperparameters of the other loggers
         log_hparams(trainer.loggers, cfg, record, trainer.global_step, per_step=step_values(trainer))
+        ended = record["status"]
     except (KeyboardInterrupt, SystemExit) as stop:
         _save_interrupted(trainer)
         where = {"epoch": trainer.current_epoch, "step": trainer.global_step} if trainer is not None else {}
@@ -234,9 +236,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             raise
         raise err from caught
     finally:
-        for logger in trainer.loggers if trainer is not None else []:
-            if isinstance(logger, TensorBoardLogger):
-                logger.close()  # the run's one event file is complete
+        # MLflow's run marked finished or failed, TensorBoard's event file closed, W&B's run finished
+        close_loggers(trainer.loggers if trainer is not None else [], ended)
     path = write_metrics(output_dir, metrics, status=record["status"], **attempts)
     debug = " (fast_dev_run: a check of the path, not a result)" if metrics.get("debug") else ""
     log.info("final metrics written to %s (status: %s)%s", path, record["status"], debug)

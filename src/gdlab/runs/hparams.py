@@ -93,22 +93,32 @@ def hparams_for(
         if key in choices:  # another group's option (callbacks=minimal): its name, not its whole config
             params[key] = choices[key]
             continue
-        missing = object()  # a key the config lacks (e.g. ~removed): the override's text
+        # the override's text for a key the config lacks (e.g. ~removed) and for the option(s) of another
+        # group (logger=[tensorboard,mlflow], scheduler=cosine), not the config they compose
+        missing = object()
         value = OmegaConf.select(cfg, key, default=missing)
-        params[key] = override.partition("=")[2] if value is missing else value
+        typed = value is missing or isinstance(value, DictConfig)
+        params[key] = override.partition("=")[2] if typed else value
     if status is not None:
         params["status"] = status
     return {k: _scalar(k, v) for k, v in params.items()}
 
 
 def trial_id(cfg: DictConfig) -> str:
-    """The HParams row's name: what tells the run apart first, then its time (unique per run).
+    """The HParams row's name: what tells the run apart first, then its time (unique per run); see
+    :func:`run_name`."""
+    return run_name(str(OmegaConf.select(cfg, "paths.output_dir", default=".")))
+
+
+def run_name(output_dir: str) -> str:
+    """A run's name from its directory: what tells it apart first, then its time (the HParams trial ID, and
+    the run's name in MLflow and W&B, ``${gdlab_run_name:${paths.output_dir}}`` in conf/logger/).
 
     ``runs/<time>_model-mlp`` -> ``model-mlp @ <time>`` (``defaults @ <time>`` without overrides);
     ``multirun/<time>/3_optimizer.lr-0.1`` -> ``3_optimizer.lr-0.1 @ <time>``; any other run directory
     -> its name.
     """
-    run_dir = Path(str(OmegaConf.select(cfg, "paths.output_dir", default=".")))
+    run_dir = Path(output_dir)
     own, sweep = TIME.match(run_dir.name), TIME.match(run_dir.parent.name)
     if own:
         return f"{own.group(2) or 'defaults'} @ {own.group(1)}"

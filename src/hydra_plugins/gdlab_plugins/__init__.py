@@ -8,7 +8,8 @@ composes a config, so this is where gdlab registers what its configs need from H
   ``gdlab_run_dir`` (a new run's directory, or the resumed run's), ``gdlab_root`` (``paths.root``,
   refused when empty), ``gdlab_job_name`` (the log file's name: one per torchrun rank),
   ``gdlab_label`` (a sweep job's
-  directory suffix) and ``gdlab_output_subdir`` (no new ``.hydra/`` record in a resumed run).
+  directory suffix) and ``gdlab_output_subdir`` (no new ``.hydra/`` record in a resumed run); and
+  ``gdlab_run_name`` (a run's name in MLflow and W&B, from its directory: ``conf/logger/``).
 """
 
 from __future__ import annotations
@@ -31,10 +32,10 @@ OPTIONAL_PLUGINS = {
 
 
 def missing_plugin_message(group: str, option: str, distribution: str) -> str:
-    return (
-        f"{group}={option} needs the optional Hydra plugin {distribution}, which is not installed: "
-        f"`pip install {distribution}` (in a clone of gdlab: `pip install -e '.[sweep]'`, which adds every "
-        "sweep plugin)"
+    from gdlab.errors import not_installed
+
+    return not_installed(
+        f"{group}={option}", f"the optional Hydra plugin {distribution}", distribution, "sweep"
     )
 
 
@@ -124,6 +125,12 @@ def _output_subdir(resume: Any, ckpt_path: Any) -> str | None:
     return None if resuming(resume, ckpt_path) else ".hydra"
 
 
+def _run_name(output_dir: str) -> str:
+    from gdlab.runs.hparams import run_name
+
+    return run_name(str(output_dir))
+
+
 def _lr(regime: Any, data: Any) -> float:
     """``optimizer.lr`` from a learning-rate regime (``0.5c``, ``optimal``, a rate) and the data's spectrum."""
     from hydra.utils import instantiate
@@ -141,6 +148,7 @@ for _name, _resolver in (
     ("gdlab_job_name", _job_name),
     ("gdlab_output_subdir", _output_subdir),
     ("gdlab_lr", _lr),
+    ("gdlab_run_name", _run_name),
 ):
     if not OmegaConf.has_resolver(_name):
         OmegaConf.register_new_resolver(_name, _resolver, use_cache=_name == "gdlab_run_dir")
