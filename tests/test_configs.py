@@ -333,7 +333,7 @@ def _paths(b: Built) -> None:
     assert b.trainer.default_root_dir == str(b.out)
     assert Path(b.the(ModelCheckpoint).dirpath) == b.out / "checkpoints"
     assert Path(b.trainer.loggers[0].log_dir) == b.out  # TensorBoard's events in the run directory
-    assert not Path(b.cfg.paths.root).is_absolute()  # relative to where train.py is started
+    assert compose_config("train").paths.root == "outputs"  # relative to where train.py is started
 
 
 @expects("logger=tensorboard")
