@@ -1,7 +1,7 @@
 """Side-by-side benchmark: gdlab's real training path vs a hand-written PyTorch loop, and its parts.
 
     python scripts/benchmark.py                 # all sections, medians of 5 alternating repeats
-    python scripts/benchmark.py --quick         # tiny sizes, one repeat: proves it runs (a few seconds)
+    python scripts/benchmark.py --quick         # tiny sizes, one repeat: proves it runs (about a minute)
     python scripts/benchmark.py --only training --repeats 7
     python scripts/benchmark.py --profile mlp   # cProfile of gdlab's training steps, top functions
 
@@ -465,7 +465,8 @@ def bench_startup(repeats: int, quick: bool) -> list[Row]:
     """Whole commands as a user runs them, side by side with ``python -c "import lightning"``."""
     train_py = [sys.executable, str(REPO_ROOT / "train.py")]
     default = TINY_RUN if quick else []
-    lr_sweep = "optimizer.lr=" + ",".join(str(v) for v in (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7))
+    rates = (0.01, 0.1) if quick else (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7)
+    lr_sweep = "optimizer.lr=" + ",".join(str(v) for v in rates)
     comparison, memory = "start-up: wall time", "start-up: peak memory (RSS)"
     commands = {
         "import lightning": ([sys.executable, "-c", "import lightning"], ""),
@@ -479,7 +480,8 @@ def bench_startup(repeats: int, quick: bool) -> list[Row]:
         "help": "python train.py --help",
         "cfg": "python train.py --cfg job",
         "default": f"python train.py {' '.join(default)}".rstrip() + " (the default run)",
-        "sweep": "python train.py -m optimizer.lr=<8 values>" + (f" {' '.join(default)}" if default else ""),
+        "sweep": f"python train.py -m optimizer.lr=<{len(rates)} values>"
+        + (f" {' '.join(default)}" if default else ""),
     }
     walls = {
         k: Row(comparison, labels[k], unit="s", baseline=k == "import lightning", target=t)
@@ -551,7 +553,7 @@ def bench_mnist(repeats: int, quick: bool) -> list[Row]:
 
     from gdlab.data.idx import CACHE_SUFFIX
 
-    n_train, n_test = (6000, 1000) if quick else (60000, 10000)
+    n_train, n_test = (2000, 1000) if quick else (60000, 10000)
     what = f"mnist {n_train // 1000}k, 1 epoch MLP 784-64-128-64-10 batch 64"
     lightning = 'python -c "import lightning"'
     walls = [
@@ -676,21 +678,23 @@ def import_costs(top: int = 10) -> tuple[float, list[tuple[str, float]]]:
 def vectorized_commands(quick: bool) -> list[tuple[str, list[str], list[str], str, str]]:
     """(comparison, reference command, vectorized command, reference label, target) of whole sweeps."""
     train_py = [sys.executable, str(REPO_ROOT / "train.py")]
-    nonconvex_steps = 50 if quick else 1000
-    regimes_steps = 50 if quick else 600
+    nonconvex_steps = 20 if quick else 1000
+    regimes_steps = 20 if quick else 600
+    seeds = 2 if quick else 6  # --quick: 2 of the lesson's 6 seeds per width
     nonconvex = [
         "experiment=nonconvex",
         f"trainer.max_epochs={nonconvex_steps}",
+        f"hydra.sweeper.params.seed='range({seeds})'",
         "callbacks.stationary=null",  # the same 1000 steps for every job
         "logger=none",
     ]
     regimes = ["experiment=lr_regimes", f"trainer.max_epochs={regimes_steps}"]
-    lrs = ",".join(f"{0.01 * (i + 1):.2f}" for i in range(8 if quick else 64))
+    lrs = ",".join(f"{0.01 * (i + 1):.2f}" for i in range(4 if quick else 64))
     lecture = ["experiment=lecture", *(["trainer.max_epochs=5"] if quick else [])]
     basic = ["hydra/launcher=basic", "hydra/sweeper=basic"]
     return [
         (
-            f"sweep: experiment=nonconvex (24 jobs x {nonconvex_steps} steps)",
+            f"sweep: experiment=nonconvex ({4 * seeds} jobs x {nonconvex_steps} steps)",
             [*train_py, *nonconvex, *basic],
             [*train_py, *nonconvex],
             "hydra/launcher=basic",

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -61,6 +63,26 @@ COVERAGE_SUBPROCESS_ENV = "COVERAGE_PROCESS_CONFIG"
 def unmeasured(env: dict[str, str]) -> dict[str, str]:
     """``env`` without coverage's subprocess measurement."""
     return {k: v for k, v in env.items() if k != COVERAGE_SUBPROCESS_ENV}
+
+
+@contextlib.contextmanager
+def unmeasured_here() -> Iterator[None]:
+    """Code run inside is not measured by coverage.py (when it measures this process): for many in-process
+    runs of lines that other tests measure already (the fuzz's drawn runs), where tracing would double
+    their time. Through coverage's public ``Coverage.current()``, ``stop()`` and ``start()``: a pytest-xdist
+    worker holds more than one (pytest-cov's and the one `patch = subprocess` starts in every new Python
+    process); stopping the current one resumes the one before it, so every one is stopped."""
+    import coverage
+
+    stopped: list[coverage.Coverage] = []
+    while (running := coverage.Coverage.current()) is not None and running not in stopped:
+        running.stop()
+        stopped.append(running)
+    try:
+        yield
+    finally:
+        for running in reversed(stopped):
+            running.start()
 
 
 def run_train(
