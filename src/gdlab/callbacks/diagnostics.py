@@ -198,9 +198,9 @@ class GradientDiagnostics(L.Callback):
             thetas = thetas.reshape(len(raw), *view.device_optimum.shape)  # (steps, d [+1], k)
             delta = thetas - view.device_optimum
             hessian = view.device_reference.hessian
-            values["diag/loss_gap"] = (
-                0.5 * torch.einsum("sik,ij,sjk->s", delta, hessian, delta) / delta.shape[2]
-            )
+            # 1/2 (theta - theta*)^T H (theta - theta*) per step, averaged over the k outputs (a
+            # three-operand torch.einsum here takes tens of milliseconds a call; matmul takes microseconds)
+            values["diag/loss_gap"] = 0.5 * (delta * (hessian @ delta)).sum(dim=(1, 2)) / delta.shape[2]
             values["diag/dist_to_optimum"] = delta.flatten(1).norm(dim=1)
             if view.device_truth is not None:
                 values["diag/dist_to_truth"] = (thetas - view.device_truth).flatten(1).norm(dim=1)

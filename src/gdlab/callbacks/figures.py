@@ -70,7 +70,7 @@ def draw_landscape(reference: Reference, trajectory: Tensor, title: str, n_grid:
     b_axis = torch.linspace(float(opt[1] - span[1]), float(opt[1] + span[1]), n_grid, dtype=torch.float64)
     W, B = torch.meshgrid(w_axis, b_axis, indexing="xy")
     delta = torch.stack([W - opt[0], B - opt[1]], dim=-1)
-    gap = 0.5 * torch.einsum("...i,ij,...j->...", delta, reference.hessian.double(), delta)
+    gap = 0.5 * ((delta @ reference.hessian.double()) * delta).sum(dim=-1)  # the quadratic form per point
     # Levels on a log scale of the gap L - L*: equally spaced ellipses would crowd the outside.
     top = float(gap.max())
     levels = reference.loss + np.geomspace(max(top * 1e-4, 1e-12), top, 14)
