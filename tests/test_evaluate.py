@@ -58,6 +58,16 @@ def test_eval_reproduces_the_runs_test_metrics_and_predicts_the_test_split(linea
     assert float(mse) == pytest.approx(record["test/loss"], rel=1e-5)
 
 
+def test_a_float64_run_is_evaluated_in_float64(tmp_path):
+    run_dir = tmp_path / "run"
+    record = train(
+        make_cfg(run_dir, *FAST, "data.n_samples=200", "trainer.max_epochs=2", "trainer.precision=64-true")
+    )
+    ckpt = f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}"
+    result = evaluate(eval_cfg(tmp_path / "eval", ckpt))
+    assert result["test/loss"] == record["test/loss"]  # float32 would round the weights first
+
+
 def test_eval_on_other_data_given_on_the_command_line(linear_run, tmp_path):
     run_dir, record = linear_run
     ckpt = run_dir / "checkpoints" / "last.ckpt"

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from gdlab.console import route_lightning_logs
@@ -44,9 +45,21 @@ def run_config(cfg: DictConfig, ckpt: dict[str, Any]) -> DictConfig:
     for group in ("data", "model"):
         if cfg.get(group) is not None:  # unresolved: ${seed} etc. then refer to the run's own values
             config[group] = OmegaConf.to_container(cfg[group], resolve=False)
+    run_precision = (config.get("trainer") or {}).get("precision")
     config.trainer = cfg.trainer
+    # The weights in the precision they were trained in (a 64-true run tested at 32-true would be rounded
+    # first), unless this command sets trainer.precision itself.
+    if run_precision is not None and not _typed("trainer.precision"):
+        config.trainer.precision = run_precision
     config.callbacks, config.logger = {}, {}
     return config
+
+
+def _typed(key: str) -> bool:
+    """Whether this command's overrides set ``key``."""
+    if not HydraConfig.initialized():
+        return False
+    return any(o.lstrip("+~").split("=", 1)[0] == key for o in HydraConfig.get().overrides.task)
 
 
 def read_csv_numbers(path: str | Path) -> torch.Tensor:
@@ -140,6 +153,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         save_config(config, output_dir)  # what was evaluated: the run's config with this command's changes
         datamodule, module, trainer = build(config)
         check_fits(module, ckpt, f"ckpt_path={cfg.ckpt_path}", config.model.get("_target_", "?"))
+        # Into parameters of the precision the trainer tests in (what Lightning's own checkpoint loading
+        # does): loaded first, float64 weights would be rounded to float32 on the way in.
+        module = trainer.precision_plugin.convert_module(module)
         module.load_state_dict(ckpt["state_dict"])
         # Lightning saves a datamodule's state_dict (e.g. standardisation statistics) under its class name.
         if type(datamodule).__qualname__ in ckpt:
