@@ -22,6 +22,7 @@ from omegaconf import DictConfig
 
 from gdlab import validate
 from gdlab.callbacks.steplog import StepLog
+from gdlab.callbacks.stop import StopAtStepEnd
 from gdlab.console import route_lightning_logs
 from gdlab.errors import describe
 from gdlab.factory import _build_group, at_least_one_batch, building
@@ -202,7 +203,7 @@ def _callbacks(members: Sequence[Member], pictures: Sequence[int]) -> list[Any]:
         members=len(members),
         member_loggers=[m.loggers for m in members],
     )
-    callbacks: list[Any] = [step_log]
+    callbacks: list[Any] = [step_log, StopAtStepEnd()]
     every, last_dirs, best = 0, None, None
     nodes = cfg.get("callbacks") or {}
     for name, node in nodes.items():

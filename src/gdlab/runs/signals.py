@@ -1,0 +1,99 @@
+"""Stopping a run: SIGINT (Ctrl+C), SIGTERM (``timeout``, SLURM, Kubernetes) and SIGHUP (a closed terminal)
+all stop it the same way, and the command ends with exit status 128 + the signal's number.
+
+The first signal raises :class:`Interrupted` (a ``KeyboardInterrupt``, which Lightning, Hydra and the run
+record already treat as Ctrl+C) at once, except while a run trains: there :class:`StopAtStepEnd` raises it
+at the end of the current optimizer step (:class:`gdlab.callbacks.stop.StopAtStepEnd`), so last.ckpt holds a whole step and ``resume`` continues bit for
+bit; a second signal during that step stops at once. Later signals are ignored while the run records how
+it ended (no traceback, no half-written record). Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from types import FrameType
+
+log = logging.getLogger(__name__)
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class Interrupted(KeyboardInterrupt):
+    """A stop signal, raised where the run can stop; ``signum`` is the signal's number."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(describe(signum))
+        self.signum = signum
+
+
+class _State:
+    """What this process has received: the first stop signal, whether it was raised, whether to wait."""
+
+    signum: int | None = None
+    raised = False
+    deferred = False
+
+
+_state = _State()
+
+
+def describe(signum: int) -> str:
+    """``Ctrl+C`` for SIGINT, else the signal's name (``SIGTERM``)."""
+    return "Ctrl+C" if signum == signal.SIGINT else signal.Signals(signum).name
+
+
+def received() -> int | None:
+    """The first stop signal this process received (None: none)."""
+    return _state.signum
+
+
+def exit_status(signum: int) -> int:
+    """The shell's convention for a command ended by a signal: 128 + its number (130 for Ctrl+C)."""
+    return 128 + int(signum)
+
+
+def _handle(signum: int, frame: FrameType | None) -> None:
+    if _state.signum is None:
+        _state.signum = signum
+        if _state.deferred:
+            log.info("%s: stopping at the end of this training step", describe(signum))
+            return
+    elif _state.raised or not _state.deferred:
+        return  # already stopping: let the run save and record how it ended
+    _state.raised = True
+    raise Interrupted(_state.signum)
+
+
+def install() -> None:
+    """Handle SIGINT, SIGTERM and SIGHUP in this process (main thread only, as Python allows)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, _handle)
+
+
+def reset() -> None:
+    """Forget a received signal (a new run in the same process, e.g. a test)."""
+    _state.signum, _state.raised, _state.deferred = None, False, False
+
+
+def defer(on: bool) -> None:
+    """While ``on``, a first stop signal waits for :func:`stop_requested` instead of raising at once."""
+    _state.deferred = on
+
+
+def stop_requested() -> bool:
+    """True once when a stop signal came while deferred; the caller raises :class:`Interrupted`."""
+    if _state.signum is None or _state.raised:
+        return False
+    _state.raised = True
+    return True
+
+
+def stop_now() -> None:
+    """Raise :class:`Interrupted` if a stop signal came while it waited (e.g. in the run's last step)."""
+    if _state.signum is not None and not _state.raised:
+        _state.raised = True
+        raise Interrupted(_state.signum)
