@@ -88,9 +88,9 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.
     # Every checkpoint carries the run's config (primitives only), so eval.py can rebuild the run from it.
     module.hparams["config"] = OmegaConf.to_container(cfg, resolve=True)
     # Every run writes each optimizer step's train/loss (and what callbacks add) through its StepLog, and
-    # stops on a signal at the end of an optimizer step.
+    # stops on a signal at the end of an optimizer step (after the other callbacks' end of that step).
     steps = StepLog(flush_every=cfg.get("log_flush_steps", 50))
-    callbacks = [steps, StopAtStepEnd(), *_build_group(cfg, "callbacks")]
+    callbacks = [steps, *_build_group(cfg, "callbacks"), StopAtStepEnd()]
     loggers = _build_group(cfg, "logger")
     with building("trainer", cfg.trainer):
         limits = at_least_one_batch(cfg, datamodule)

@@ -203,7 +203,7 @@ def _callbacks(members: Sequence[Member], pictures: Sequence[int]) -> list[Any]:
         members=len(members),
         member_loggers=[m.loggers for m in members],
     )
-    callbacks: list[Any] = [step_log, StopAtStepEnd()]
+    callbacks: list[Any] = [step_log]
     every, last_dirs, best = 0, None, None
     nodes = cfg.get("callbacks") or {}
     for name, node in nodes.items():
@@ -232,7 +232,7 @@ def _callbacks(members: Sequence[Member], pictures: Sequence[int]) -> list[Any]:
                 callbacks.append(MemberPictures(i, own, members[i].loggers))
     if last_dirs is not None or best is not None:
         callbacks.append(MemberCheckpoints(members, last_dirs, every, best))
-    return callbacks
+    return [*callbacks, StopAtStepEnd()]
 
 
 def pictures_of(option: Any, members: Sequence[Member]) -> list[int]:
