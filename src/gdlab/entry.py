@@ -39,6 +39,11 @@ def _task(body: Callable[[DictConfig], Any], failed: list[BaseException]) -> Cal
     def run_task(cfg: DictConfig) -> Any:
         try:
             return body(cfg)
+        except KeyboardInterrupt as stop:
+            from gdlab.runs import signals
+
+            _record_interrupted_start(getattr(stop, "signum", None) or signals.received() or signal.SIGINT)
+            raise
         except Exception as err:
             from gdlab.runs.processes import in_multirun
 
@@ -146,6 +151,7 @@ def _run(body: Callable[[DictConfig], Any], config_name: str) -> None:
     from gdlab.runs import signals
     from gdlab.runs.processes import die_with_parent
 
+    signals.reset()
     signals.install()
     die_with_parent()
     failed: list[BaseException] = []

@@ -1,0 +1,233 @@
+"""Stopping a run as a cluster or a terminal does: SIGTERM (timeout, SLURM, Kubernetes), SIGHUP (a closed
+terminal) and Ctrl+C stop every process of the run at a step boundary, save last.ckpt, record
+``interrupted``, end with exit status 128 + the signal, and ``resume`` continues bit for bit. One process
+owns a run at a time; a resume that fails leaves the run's record as it was."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from gdlab.runs.rundir import LOCK_FILE
+from tests.conftest import REPO_ROOT, run_train, train_in_process
+
+# 280 training samples in batches of 32: 9 steps per epoch, 18 in all.
+RUN = (
+    "data.n_samples=400",
+    "data.batch_size=32",
+    "trainer.max_epochs=2",
+    "trainer=cpu",
+    "callbacks=minimal",
+    "logger=none",
+)
+STEPS = 18
+
+
+def _signal_at(step: int, name: str, *extra: str) -> tuple[str, ...]:
+    return (
+        "+callbacks.signal._target_=tests.crash.SignalAtStep",
+        f"+callbacks.signal.step={step}",
+        f"+callbacks.signal.signal_name={name}",
+        *extra,
+    )
+
+
+def _record(run_dir: Path) -> dict:
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def _ckpt(run_dir: Path) -> dict:
+    return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+
+
+def _assert_same_weights(a: Path, b: Path) -> None:
+    wa, wb = _ckpt(a)["state_dict"], _ckpt(b)["state_dict"]
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        assert torch.equal(wa[key], wb[key]), key
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    """The same run, never interrupted."""
+    run_dir = tmp_path_factory.mktemp("reference") / "run"
+    mp = pytest.MonkeyPatch()
+    try:
+        assert train_in_process(mp, *RUN, f"hydra.run.dir={run_dir}") == 0
+    finally:
+        mp.undo()
+    return run_dir
+
+
+@pytest.mark.parametrize(("name", "code"), [("SIGTERM", 143), ("SIGHUP", 129)])
+def test_sigterm_and_sighup_stop_at_the_step_record_interrupted_and_resume_bitwise(
+    monkeypatch, capsys, tmp_path, reference, name, code
+):
+    run_dir = tmp_path / "run"
+    status = train_in_process(monkeypatch, *RUN, *_signal_at(7, name), f"hydra.run.dir={run_dir}")
+    err = capsys.readouterr().err
+    assert status == code  # 128 + the signal's number, as a shell reports a command a signal ended
+    assert err.strip().splitlines()[-1] == f"interrupted ({name})"
+    assert "Traceback" not in err
+    record = _record(run_dir)
+    assert record["status"] == "interrupted" and record["step"] == 7
+    assert _ckpt(run_dir)["global_step"] == 7  # saved at the step the signal came in, a whole step
+    assert not (run_dir / LOCK_FILE).exists()
+
+    assert train_in_process(monkeypatch, f"resume={run_dir}") == 0
+    _assert_same_weights(run_dir, reference)
+    resumed = _record(run_dir)
+    assert resumed["status"] == "completed" and resumed["step"] == STEPS
+    assert resumed["test/loss"] == _record(reference)["test/loss"]
+    assert resumed["attempts"][-1]["status"] == "interrupted"
+
+
+def test_two_signals_a_moment_apart_stop_once_without_a_traceback(monkeypatch, capsys, tmp_path):
+    run_dir = tmp_path / "run"
+    twice = _signal_at(5, "SIGINT", "+callbacks.signal.times=2")
+    assert train_in_process(monkeypatch, *RUN, *twice, f"hydra.run.dir={run_dir}") == 130
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.strip().splitlines()[-1] == "interrupted (Ctrl+C)"
+    assert _record(run_dir)["status"] == "interrupted" and _ckpt(run_dir)["global_step"] == 5
+
+
+def test_a_signal_during_start_up_still_leaves_a_record(monkeypatch, capsys, tmp_path):
+    """Stopped before the run could write its record (here: while it builds the model)."""
+    import gdlab.train
+
+    monkeypatch.setattr(gdlab.train, "check_run_dir", lambda *a, **k: os.kill(os.getpid(), signal.SIGTERM))
+    run_dir = tmp_path / "run"
+    assert train_in_process(monkeypatch, *RUN, f"hydra.run.dir={run_dir}") == 143
+    assert "Traceback" not in capsys.readouterr().err
+    record = _record(run_dir)
+    assert record["status"] == "interrupted" and "start-up" in record["note"]
+
+
+def test_a_sweep_stops_at_its_job_and_starts_no_other(monkeypatch, capsys, tmp_path):
+    sweep = ("-m", *RUN, "optimizer.lr=0.01,0.02,0.03", f"paths.root={tmp_path}")
+    assert train_in_process(monkeypatch, *sweep, *_signal_at(3, "SIGTERM")) == 143
+    assert "interrupted (SIGTERM); the sweep so far:" in capsys.readouterr().err
+    (sweep_dir,) = (tmp_path / "multirun").iterdir()
+    jobs = [p for p in sweep_dir.iterdir() if p.is_dir()]
+    assert len(jobs) == 1 and _record(jobs[0])["status"] == "interrupted"
+
+
+def test_a_failed_resume_leaves_the_finished_run_byte_for_byte(monkeypatch, capsys, reference):
+    before = {name: (reference / name).read_bytes() for name in ("metrics.json", "config.yaml")}
+    assert train_in_process(monkeypatch, f"resume={reference}", "model=mlp", "trainer.max_epochs=5") == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(f"error: resume={reference}")
+    assert {name: (reference / name).read_bytes() for name in before} == before
+    assert not (reference / LOCK_FILE).exists()
+
+
+def test_a_run_another_live_process_holds_is_refused_naming_it_and_a_stale_lock_is_taken(
+    monkeypatch, capsys, reference
+):
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (reference / LOCK_FILE).write_text(f"{holder.pid}\n")
+        before = (reference / "metrics.json").read_bytes()
+        assert train_in_process(monkeypatch, f"resume={reference}") == 1
+        line = capsys.readouterr().err.strip().splitlines()[-1]
+        assert line.startswith(f"error: resume={reference}: process {holder.pid} is running this run now")
+        assert (reference / "metrics.json").read_bytes() == before
+    finally:
+        holder.kill()
+        holder.wait()
+    # the holder is gone: its lock is stale, and the resume (of a completed run: nothing left to train) runs
+    assert train_in_process(monkeypatch, f"resume={reference}") == 0
+    assert _record(reference)["status"] == "completed" and not (reference / LOCK_FILE).exists()
+
+
+def test_more_processes_than_the_machine_holds_are_refused_before_any_starts(monkeypatch, capsys, tmp_path):
+    def no_process(*args, **kwargs):
+        raise AssertionError("a process was started")
+
+    monkeypatch.setattr(subprocess, "Popen", no_process)
+    devices = (os.cpu_count() or 1) + 1
+    args = ("trainer=ddp_cpu", f"trainer.devices={devices}", f"paths.root={tmp_path}")
+    assert train_in_process(monkeypatch, *args) == 1
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith(f"error: trainer.devices={devices}: {devices} training processes")
+    assert f"pass trainer.devices={os.cpu_count()} or fewer" in line
+
+
+def test_a_ddp_config_error_is_found_before_the_processes_start(monkeypatch, capsys, tmp_path):
+    def no_process(*args, **kwargs):
+        raise AssertionError("a process was started")
+
+    monkeypatch.setattr(subprocess, "Popen", no_process)
+    args = ("trainer=ddp_cpu", "data.batch_size=63", f"paths.root={tmp_path}")
+    assert train_in_process(monkeypatch, *args) == 1
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .splitlines()[-1]
+        .startswith("error: data.batch_size=63 (the global batch) does not split evenly over the 2 processes")
+    )
+
+
+def _processes_mentioning(text: str) -> list[str]:
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if text in cmdline and state != "Z":
+            found.append(cmdline)
+    return found
+
+
+DDP = ("trainer=ddp_cpu", "data.n_samples=400", "trainer.max_epochs=2", "callbacks=minimal", "logger=none")
+
+
+@pytest.mark.slow
+def test_sigterm_to_a_ddp_run_stops_every_process_and_resumes_bitwise(tmp_path):
+    """The command that waits for the run's processes gets SIGTERM (as from ``timeout`` or SLURM) at step 3
+    of 10: rank 0 saves and records, no process is left, and ``resume=last`` ends with the weights of an
+    uninterrupted DDP run."""
+    stop = _signal_at(3, "SIGTERM", "+callbacks.signal.rank=0", "+callbacks.signal.parent=true")
+    proc = run_train(*DDP, *stop, f"paths.root={tmp_path / 'stopped'}")
+    assert proc.returncode == 143, proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines()[-1] == "interrupted (SIGTERM)"
+    assert _processes_mentioning(str(tmp_path)) == []
+    (run_dir,) = (tmp_path / "stopped" / "runs").iterdir()
+    record = _record(run_dir)
+    assert record["status"] == "interrupted" and 3 <= record["step"] < 10
+    resumed = run_train("resume=last", f"paths.root={tmp_path / 'stopped'}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    reference = run_train(*DDP, f"hydra.run.dir={tmp_path / 'reference'}")
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    _assert_same_weights(run_dir, tmp_path / "reference")
+    assert _record(run_dir)["status"] == "completed" and _record(run_dir)["step"] == 10
+
+
+@pytest.mark.slow
+def test_a_ddp_run_whose_command_is_killed_stops_its_processes(tmp_path):
+    """SIGKILL leaves the waiting command no chance to pass anything on: Linux signals its child (rank 0),
+    which saves last.ckpt and records ``interrupted``; rank 1 dies with rank 0."""
+    long = (*DDP, "trainer.max_epochs=1000", f"paths.root={tmp_path}")
+    command = [sys.executable, str(REPO_ROOT / "train.py"), *long]
+    proc = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not list(tmp_path.glob("runs/*/checkpoints/last.ckpt")):
+            time.sleep(0.2)
+        assert list(tmp_path.glob("runs/*/checkpoints/last.ckpt")), "the run never trained an epoch"
+    finally:
+        proc.kill()
+        proc.wait()
+    deadline = time.monotonic() + 60
+    while _processes_mentioning(str(tmp_path)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _processes_mentioning(str(tmp_path)) == []
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert _record(run_dir)["status"] == "interrupted"
