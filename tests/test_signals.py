@@ -5,6 +5,7 @@ owns a run at a time; a resume that fails leaves the run's record as it was."""
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -80,8 +81,14 @@ def test_sigterm_and_sighup_stop_at_the_step_record_interrupted_and_resume_bitwi
     assert _ckpt(run_dir)["global_step"] == 7  # saved at the step the signal came in, a whole step
     assert not (run_dir / LOCK_FILE).exists()
 
+    started = time.perf_counter()
     assert train_in_process(monkeypatch, f"resume={run_dir}") == 0
+    took = time.perf_counter() - started
     _assert_same_weights(run_dir, reference)
+    # the resumed run's first epoch line (the interrupted run ended before it) times that epoch, not the
+    # clock's origin (the machine's uptime)
+    (line,) = [x for x in (run_dir / "train.log").read_text().splitlines() if "epoch 1/2" in x]
+    assert 0 <= float(re.search(r"\(([\d.]+) s\)$", line).group(1)) <= took
     resumed = _record(run_dir)
     assert resumed["status"] == "completed" and resumed["step"] == STEPS
     assert resumed["test/loss"] == _record(reference)["test/loss"]
