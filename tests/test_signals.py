@@ -104,6 +104,20 @@ def test_two_signals_a_moment_apart_stop_once_without_a_traceback(monkeypatch, c
     assert _record(run_dir)["status"] == "interrupted" and _ckpt(run_dir)["global_step"] == 5
 
 
+def test_a_second_signal_seconds_later_stops_a_step_that_does_not_end(monkeypatch, capsys, tmp_path):
+    """A step that hangs (here: the second signal comes while the step has not ended, with no wait asked):
+    the run stops at once, records it, and keeps the last periodic last.ckpt rather than a half step."""
+    from gdlab.runs import signals
+
+    monkeypatch.setattr(signals, "INSIST_AFTER", 0.0)
+    run_dir = tmp_path / "run"
+    twice = _signal_at(5, "SIGTERM", "+callbacks.signal.times=2")
+    every_4 = "callbacks.last_checkpoint.every_n_train_steps=4"
+    assert train_in_process(monkeypatch, *RUN, every_4, *twice, f"hydra.run.dir={run_dir}") == 143
+    assert "Traceback" not in capsys.readouterr().err
+    assert _record(run_dir)["status"] == "interrupted" and _ckpt(run_dir)["global_step"] == 4
+
+
 def test_a_signal_during_start_up_still_leaves_a_record(monkeypatch, capsys, tmp_path):
     """Stopped before the run could write its record (here: while it builds the model)."""
     import gdlab.train

@@ -162,6 +162,11 @@ def _save_interrupted(trainer: L.Trainer | None) -> None:
     """After Ctrl+C inside fit: write last.ckpt (where the LastCheckpoint callback keeps it)."""
     if trainer is None or not trainer.interrupted:
         return
+    if signals.abrupt():
+        log.warning(
+            "stopped in the middle of step %d: last.ckpt is the last periodic save", trainer.global_step
+        )
+        return
     if trainer.world_size > 1 and torch.distributed.is_initialized():
         # Lightning's DDP has ended the other ranks after Ctrl+C; the barrier of its save would wait for
         # them. Without the process group its barrier is a no-op and rank 0 writes the checkpoint alone

@@ -2,10 +2,11 @@
 all stop it the same way, and the command ends with exit status 128 + the signal's number.
 
 The first signal raises :class:`Interrupted` (a ``KeyboardInterrupt``, which Lightning, Hydra and the run
-record already treat as Ctrl+C) at once, except while a run trains: there :class:`StopAtStepEnd` raises it
-at the end of the current optimizer step (:class:`gdlab.callbacks.stop.StopAtStepEnd`), so last.ckpt holds a whole step and ``resume`` continues bit for
-bit; a second signal during that step stops at once. Later signals are ignored while the run records how
-it ended (no traceback, no half-written record). Nothing here imports torch.
+record already treat as Ctrl+C) at once, except while a run trains: there
+:class:`gdlab.callbacks.stop.StopAtStepEnd` raises it at the end of the current optimizer step, so
+last.ckpt holds a whole step and ``resume`` continues bit for bit. A second signal while that step has
+still not ended seconds later stops at once; other repeats are ignored while the run records how it
+ended (no traceback, no half-written record). Nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -13,11 +14,15 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from types import FrameType
 
 log = logging.getLogger(__name__)
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# A second signal this many seconds after the first, while the step has not ended, stops at once (a step
+# that hangs, e.g. waiting for a DDP process that is gone); sooner, it is the same request again.
+INSIST_AFTER = 2.0
 
 
 class Interrupted(KeyboardInterrupt):
@@ -34,6 +39,8 @@ class _State:
     signum: int | None = None
     raised = False
     deferred = False
+    abrupt = False  # raised in the middle of training (a second signal): the state may be mid-step
+    since = 0.0  # when the first signal came (time.monotonic)
 
 
 _state = _State()
@@ -56,13 +63,14 @@ def exit_status(signum: int) -> int:
 
 def _handle(signum: int, frame: FrameType | None) -> None:
     if _state.signum is None:
-        _state.signum = signum
+        _state.signum, _state.since = signum, time.monotonic()
         if _state.deferred:
             log.info("%s: stopping at the end of this training step", describe(signum))
             return
-    elif _state.raised or not _state.deferred:
-        return  # already stopping: let the run save and record how it ended
+    elif _state.raised or not _state.deferred or time.monotonic() - _state.since < INSIST_AFTER:
+        return  # already stopping (or the same keypress twice): the run saves and records how it ended
     _state.raised = True
+    _state.abrupt = _state.deferred
     raise Interrupted(_state.signum)
 
 
@@ -76,7 +84,12 @@ def install() -> None:
 
 def reset() -> None:
     """Forget a received signal (a new run in the same process, e.g. a test)."""
-    _state.signum, _state.raised, _state.deferred = None, False, False
+    _state.signum, _state.raised, _state.deferred, _state.abrupt = None, False, False, False
+
+
+def abrupt() -> bool:
+    """True when a second signal stopped training in the middle of a step: its state is no checkpoint."""
+    return _state.abrupt
 
 
 def defer(on: bool) -> None:
