@@ -269,3 +269,16 @@ def test_a_process_a_run_started_dies_with_the_command_that_started_it(tmp_path)
     while not (tmp_path / "ended").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert (tmp_path / "ended").read_text() == "SIGTERM"
+
+
+def test_more_processes_than_the_memory_holds_are_refused(monkeypatch, tmp_path):
+    from gdlab.errors import ConfigError
+    from gdlab.runs import processes
+    from tests.conftest import make_cfg
+
+    monkeypatch.setattr(processes, "_available_memory", lambda: 600 * 2**20)  # room for one process
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    with pytest.raises(
+        ConfigError, match=r"^trainer.devices=2: 2 training processes need about 1.0 GiB, 0.6 GiB"
+    ):
+        processes.launches_processes(make_cfg(tmp_path, "trainer=ddp_cpu"))

@@ -10,10 +10,14 @@ from lightning.pytorch.callbacks import Callback
 
 from gdlab.runs import signals
 
+# Under torchrun or SLURM, the processes decide together whether to stop every this many optimizer steps.
+AGREE_EVERY = 10
+
 
 class StopAtStepEnd(Callback):
     """While training, a stop signal (:mod:`gdlab.runs.signals`) ends the run at the end of the current
-    optimizer step, every DDP process at the same step, where last.ckpt is a state ``resume`` continues.
+    optimizer step (under torchrun or SLURM within ``AGREE_EVERY`` steps, every process at the same
+    one), where last.ckpt is a state ``resume`` continues bitwise.
 
     Lightning's own SIGTERM handler (registered for ``fit``) gives way to gdlab's while training: under
     DDP it broadcasts from inside the handler, and it stops after the step's bookkeeping."""
@@ -24,8 +28,13 @@ class StopAtStepEnd(Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
         stop = signals.received() is not None
-        if trainer.world_size > 1:
-            # every process stops at the same step: one that stopped alone would leave the others waiting
+        if trainer.world_size > 1 and trainer.strategy.cluster_environment.creates_processes_externally:
+            # torchrun or SLURM signal every process, each at its own point of the step: they agree on one
+            # step to stop at (one that stopped alone would leave the others waiting), every AGREE_EVERY
+            # steps (a collective operation costs about as much as a small step). Processes that Lightning
+            # started are signalled through rank 0 only, which ends the others itself.
+            if trainer.global_step % AGREE_EVERY:
+                return
             stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
         if stop:
             signals.stop_requested()  # raised now: a later signal is ignored while the run records its end
