@@ -56,21 +56,23 @@ def in_multirun() -> bool:
 def die_with_parent() -> None:
     """In a process that a run started (its DDP rank 0 child, Lightning's other ranks, torchrun's workers):
     ask Linux to signal this process when the one that started it dies, so no process of a run outlives
-    its command (even one killed with SIGKILL). Rank 0 gets SIGTERM (it saves last.ckpt and records the
-    run), the other ranks SIGKILL. Elsewhere (not Linux, a plain run) it does nothing."""
+    its command (even one killed with SIGKILL). The run's rank 0 child gets SIGTERM (it saves last.ckpt
+    and records the run), and so does every torchrun worker; the other ranks Lightning started get
+    SIGKILL. Elsewhere (not Linux, a plain run) it does nothing."""
     from gdlab.runs.torchrun import under_torchrun
 
     parent = os.environ.get(CHILD_ENV)
     if not (parent or under_torchrun()) or not sys.platform.startswith("linux"):
         return
-    rank_zero = int(os.environ.get("LOCAL_RANK", os.environ.get("RANK", "0"))) == 0
-    deathsig = signal.SIGTERM if rank_zero else signal.SIGKILL
+    # torchrun's workers all stop together (they agree on a step); Lightning's other ranks die with rank 0.
+    saves = under_torchrun() or "LOCAL_RANK" not in os.environ
+    deathsig = signal.SIGTERM if saves else signal.SIGKILL
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, int(deathsig), 0, 0, 0)
     except (OSError, AttributeError):
         return
-    if parent and parent.isdigit() and rank_zero and os.getppid() != int(parent):
+    if parent and parent.isdigit() and "LOCAL_RANK" not in os.environ and os.getppid() != int(parent):
         os.kill(os.getpid(), deathsig)  # the parent died before prctl took effect
 
 
