@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from gdlab.runs.rundir import LOCK_FILE
-from tests.conftest import run_train, train_in_process
+from tests.conftest import REPO_ROOT, run_train, train_in_process
 
 # 280 training samples in batches of 32: 9 steps per epoch, 18 in all.
 RUN = (
@@ -224,17 +224,22 @@ def test_sigterm_to_a_ddp_run_stops_every_process_and_resumes_bitwise(tmp_path):
     of 70: rank 0 saves and records, no process is left, and ``resume=last`` ends with the weights of an
     uninterrupted DDP run."""
     stop = _signal_at(3, "SIGTERM", "+callbacks.signal.rank=0", "+callbacks.signal.parent=true")
-    proc = run_train(*DDP, *stop, f"paths.root={tmp_path / 'stopped'}")
-    assert proc.returncode == 143, proc.stderr[-3000:]
-    assert "interrupted (SIGTERM)" in proc.stderr.splitlines() and "Traceback" not in proc.stderr
-    assert _processes_mentioning(str(tmp_path)) == []
-    (run_dir,) = (tmp_path / "stopped" / "runs").iterdir()
-    record = _record(run_dir)
-    assert record["status"] == "interrupted" and 3 <= record["step"] < 70
-    resumed = run_train("resume=last", f"paths.root={tmp_path / 'stopped'}")
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    reference = run_train(*DDP, f"hydra.run.dir={tmp_path / 'reference'}")
-    assert reference.returncode == 0, reference.stderr[-3000:]
+    # the uninterrupted run trains meanwhile (most of each run is starting its processes)
+    command = [sys.executable, str(REPO_ROOT / "train.py"), *DDP, f"hydra.run.dir={tmp_path / 'reference'}"]
+    reference = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        proc = run_train(*DDP, *stop, f"paths.root={tmp_path / 'stopped'}")
+        assert proc.returncode == 143, proc.stderr[-3000:]
+        assert "interrupted (SIGTERM)" in proc.stderr.splitlines() and "Traceback" not in proc.stderr
+        assert _processes_mentioning(str(tmp_path / "stopped")) == []
+        (run_dir,) = (tmp_path / "stopped" / "runs").iterdir()
+        record = _record(run_dir)
+        assert record["status"] == "interrupted" and 3 <= record["step"] < 70
+        resumed = run_train("resume=last", f"paths.root={tmp_path / 'stopped'}")
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+    finally:
+        _, err = reference.communicate(timeout=300)
+    assert reference.returncode == 0, err[-3000:]
     _assert_same_weights(run_dir, tmp_path / "reference")
     assert _record(run_dir)["status"] == "completed" and _record(run_dir)["step"] == 70
 
