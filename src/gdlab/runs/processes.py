@@ -32,6 +32,7 @@ from omegaconf import DictConfig
 from gdlab.errors import ConfigError, RunError
 from gdlab.runs.record import METRICS_FILE, STOPPED_NOTE, read_metrics, record_stopped, write_metrics
 from gdlab.runs.resume import override_key
+from gdlab.runs.signals import describe as describe_signal
 
 log = logging.getLogger(__name__)
 
@@ -191,6 +192,9 @@ def run_in_child(cfg: DictConfig) -> dict[str, Any]:
             child.kill()
             child.wait()
         _end_group(child.pid)
+        if not (output_dir / METRICS_FILE).is_file():  # stopped while its processes started up
+            note = f"stopped by {describe_signal(signum)} while its processes started up, before it trained"
+            write_metrics(output_dir, {}, status="interrupted", note=note)
         if not record_stopped(output_dir, STOPPED_NOTE) and not in_multirun():
             raise SystemExit(128 + signum) from None  # the run's own process said "interrupted (...)"
         raise
