@@ -138,7 +138,7 @@ def eval_main() -> None:
 
 def _run(body: Callable[[DictConfig], Any], config_name: str) -> None:
     """Run ``body`` under Hydra's main with ``<config_name>.yaml``; any failure becomes one line on stderr
-    (exit status 1), Ctrl+C exit status 130.
+    (exit status 1), a stop signal (Ctrl+C, SIGTERM, SIGHUP) exit status 128 + its number.
 
     Hydra raises the errors of composition as they are (``HYDRA_FULL_ERROR``, its documented switch,
     instead of its own multi-line report); a single run's error comes back from the task. A sweep whose
