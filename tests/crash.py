@@ -32,7 +32,9 @@ class SignalAtStep(L.Callback):
         self.times = times  # signals sent one right after the other (a user pressing Ctrl+C twice)
 
     def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
-        marker = Path(trainer.default_root_dir) / ".signal-sent"
+        marker = Path(trainer.default_root_dir) / (
+            ".signal-sent" + ("" if self.rank is None else f"-{self.rank}")
+        )
         if self.rank is not None and trainer.global_rank != self.rank:
             return
         if trainer.global_step == self.step and not marker.exists():

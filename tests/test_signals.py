@@ -221,9 +221,16 @@ DDP = (
 @pytest.mark.slow
 def test_sigterm_to_a_ddp_run_stops_every_process_and_resumes_bitwise(tmp_path):
     """The command that waits for the run's processes gets SIGTERM (as from ``timeout`` or SLURM) at step 3
-    of 70: rank 0 saves and records, no process is left, and ``resume=last`` ends with the weights of an
+    of 70, and so does rank 1: rank 0 saves and records, no process is left, and ``resume=last`` ends with the weights of an
     uninterrupted DDP run."""
     stop = _signal_at(3, "SIGTERM", "+callbacks.signal.rank=0", "+callbacks.signal.parent=true")
+    # rank 1 gets one of its own too (as from a signal to every process): rank 0 still decides for all
+    stop += (
+        "+callbacks.rank1._target_=tests.crash.SignalAtStep",
+        "+callbacks.rank1.step=3",
+        "+callbacks.rank1.signal_name=SIGTERM",
+        "+callbacks.rank1.rank=1",
+    )
     # the uninterrupted run trains meanwhile (most of each run is starting its processes)
     command = [sys.executable, str(REPO_ROOT / "train.py"), *DDP, f"hydra.run.dir={tmp_path / 'reference'}"]
     reference = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

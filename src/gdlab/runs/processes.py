@@ -30,6 +30,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from gdlab.errors import ConfigError, RunError
+from gdlab.runs import signals
 from gdlab.runs.record import METRICS_FILE, STOPPED_NOTE, read_metrics, record_stopped, write_metrics
 from gdlab.runs.resume import override_key
 from gdlab.runs.signals import describe as describe_signal
@@ -59,7 +60,8 @@ def die_with_parent() -> None:
     ask Linux to signal this process when the one that started it dies, so no process of a run outlives
     its command (even one killed with SIGKILL). The run's rank 0 child gets SIGTERM (it saves last.ckpt
     and records the run), and so does every torchrun worker; the other ranks Lightning started get
-    SIGKILL. Elsewhere (not Linux, a plain run) it does nothing."""
+    SIGKILL, and pass a stop signal they receive on to rank 0. Elsewhere (not Linux, a plain run) it does
+    nothing."""
     from gdlab.runs.torchrun import under_torchrun
 
     parent = os.environ.get(CHILD_ENV)
@@ -68,6 +70,8 @@ def die_with_parent() -> None:
     # torchrun's workers all stop together (they agree on a step); Lightning's other ranks die with rank 0.
     saves = under_torchrun() or "LOCAL_RANK" not in os.environ
     deathsig = signal.SIGTERM if saves else signal.SIGKILL
+    if not saves:
+        signals.follow(os.getppid())  # a stop signal is rank 0's to act on
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, int(deathsig), 0, 0, 0)

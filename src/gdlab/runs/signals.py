@@ -11,7 +11,9 @@ ended (no traceback, no half-written record). Nothing here imports torch.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import signal
 import threading
 import time
@@ -41,6 +43,7 @@ class _State:
     deferred = False
     abrupt = False  # raised in the middle of training (a second signal): the state may be mid-step
     since = 0.0  # when the first signal came (time.monotonic)
+    leader: int | None = None  # a DDP rank that Lightning started: the process (rank 0) it passes signals to
 
 
 _state = _State()
@@ -62,6 +65,12 @@ def exit_status(signum: int) -> int:
 
 
 def _handle(signum: int, frame: FrameType | None) -> None:
+    if _state.leader is not None:
+        # One process decides for the run: a signal sent to every process (a process group, a container)
+        # reaches rank 0 once more, which stops every rank at the same step and ends this one.
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(_state.leader, signum)
+        return
     if _state.signum is None:
         _state.signum, _state.since = signum, time.monotonic()
         if _state.deferred:
@@ -82,9 +91,15 @@ def install() -> None:
         signal.signal(signum, _handle)
 
 
+def follow(leader: int) -> None:
+    """In a DDP rank that Lightning started: pass stop signals on to ``leader`` (rank 0) instead."""
+    _state.leader = leader
+
+
 def reset() -> None:
     """Forget a received signal (a new run in the same process, e.g. a test)."""
     _state.signum, _state.raised, _state.deferred, _state.abrupt = None, False, False, False
+    _state.leader = None
 
 
 def abrupt() -> bool:
