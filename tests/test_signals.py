@@ -145,6 +145,11 @@ def test_a_failed_resume_leaves_the_finished_run_byte_for_byte(monkeypatch, caps
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith(f"error: resume={reference}")
     assert {name: (reference / name).read_bytes() for name in before} == before
     assert not (reference / LOCK_FILE).exists()
+    # another optimizer, whose state the checkpoint's cannot be (it would fail inside fit, while restoring)
+    assert train_in_process(monkeypatch, f"resume={reference}", "optimizer=adam", "trainer.max_epochs=5") == 1
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith(f"error: optimizer: resume={reference} was trained with gdlab.optim.PlainSGD")
+    assert {name: (reference / name).read_bytes() for name in before} == before
 
 
 def test_a_run_another_live_process_holds_is_refused_naming_it_and_a_stale_lock_is_taken(

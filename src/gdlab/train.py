@@ -138,12 +138,13 @@ def early_stopping_reason(callback: EarlyStopping) -> str:
 OLD_BLOCKS_KEY = "gdlab_steps_per_call"
 
 
-def start_checkpoint(cfg: DictConfig, module: L.LightningModule, output_dir: Path) -> str | None:
-    """The checkpoint fit() resumes from (``resume`` or ``ckpt_path``), checked to exist and to fit the
-    model, so a wrong path or a checkpoint of another model is one clear line before training."""
+def start_checkpoint(cfg: DictConfig, module: L.LightningModule, output_dir: Path) -> tuple[str | None, int]:
+    """The checkpoint fit() resumes from (``resume`` or ``ckpt_path``) and its optimizer step, checked to
+    exist and to fit the model, so a wrong path or a checkpoint of another model is one clear line before
+    training."""
     resolved = resolve_ckpt_path(cfg, output_dir)
     if resolved is None:
-        return None
+        return None, 0
     setting, path = resolved
     named = f"{setting}={cfg.get(setting)}"  # as typed: ckpt_path=<file> or resume=<run dir>
     ckpt = load_checkpoint(path, setting)
@@ -154,8 +155,15 @@ def start_checkpoint(cfg: DictConfig, module: L.LightningModule, output_dir: Pat
             "training_step, whose step count this version cannot continue: start a new run (eval.py still "
             "evaluates the checkpoint)"
         )
+    saved = ((ckpt.get("hyper_parameters") or {}).get("config") or {}).get("optimizer") or {}
+    target, before = cfg.optimizer.get("_target_"), saved.get("_target_") if isinstance(saved, dict) else None
+    if before and target and before != target:
+        raise ConfigError(
+            f"optimizer: {named} was trained with {before}, whose state (e.g. momentum) {target} cannot "
+            "continue: resume with the run's own optimizer (leave optimizer unset), or start a new run"
+        )
     log.info("resuming from %s", path)
-    return str(path)
+    return str(path), int(ckpt.get("global_step", 0))
 
 
 def _save_interrupted(trainer: L.Trainer | None) -> None:
@@ -219,6 +227,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         unlock_run(lock)
 
 
+def _trained(trainer: L.Trainer | None, start_step: int | None) -> bool:
+    """Whether this attempt took an optimizer step (a resume that fails while it restores the checkpoint,
+    e.g. an optimizer whose state does not fit, took none)."""
+    return trainer is not None and start_step is not None and trainer.global_step > start_step
+
+
 def _restore(output_dir: Path, kept: dict[str, bytes] | None) -> None:
     """Put back the record files of a resumed run as they were before this attempt."""
     for name, data in (kept or {}).items():
@@ -231,15 +245,14 @@ def _train(cfg: DictConfig, kept: dict[str, bytes] | None) -> dict[str, Any]:
     output_dir, attempts = open_run(cfg)
     metrics: dict[str, Any] = {}
     trainer = None
-    fitting = False  # once training has started, the attempt is part of the run's record
+    start_step: int | None = None  # the step training starts from: an attempt that took none leaves no trace
     ended = "failed"  # how the run ended, for the loggers (until it has a record)
     try:
         datamodule, module, trainer = build(cfg)
         if hasattr(datamodule, "true_params"):
             truth = {k: to_number(v) for k, v in datamodule.true_params().items()}
             log.info("true parameters of the data: %s", rounded(truth))
-        ckpt_path = start_checkpoint(cfg, module, output_dir)
-        fitting = True
+        ckpt_path, start_step = start_checkpoint(cfg, module, output_dir)
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         signals.stop_now()  # a signal in the last step: the run stops here, recorded as interrupted
         metrics.update(_metrics(trainer))
@@ -261,7 +274,7 @@ def _train(cfg: DictConfig, kept: dict[str, bytes] | None) -> dict[str, Any]:
         log_hparams(trainer.loggers, cfg, record, trainer.global_step, per_step=step_values(trainer))
         ended = record["status"]
     except (KeyboardInterrupt, SystemExit) as stop:
-        if not fitting and kept is not None:
+        if kept is not None and not _trained(trainer, start_step):
             _restore(output_dir, kept)
         else:
             _save_interrupted(trainer)
@@ -276,7 +289,7 @@ def _train(cfg: DictConfig, kept: dict[str, bytes] | None) -> dict[str, Any]:
         raise
     except Exception as caught:
         err = blame(cfg, caught)  # a library's error inside fit that quotes one setting's value names it
-        if not fitting and kept is not None:
+        if kept is not None and not _trained(trainer, start_step):
             _restore(output_dir, kept)
             if err is caught:
                 raise
