@@ -144,3 +144,18 @@ def no_hydra_run_left_over():
     chosen options) behind, which would change how later tests' messages and HParams name the groups."""
     yield
     HydraConfig.instance().cfg = None  # Hydra has no public way to forget a run
+
+
+@pytest.fixture(autouse=True)
+def signal_handlers_restored():
+    """An in-process train.py installs gdlab's stop-signal handlers (and may have received a signal):
+    each test starts with pytest's handlers and no signal received."""
+    import signal
+
+    from gdlab.runs import signals
+
+    kept = {signum: signal.getsignal(signum) for signum in signals.STOP_SIGNALS}
+    yield
+    for signum, handler in kept.items():
+        signal.signal(signum, handler)
+    signals.reset()

@@ -33,16 +33,7 @@ RULES = [
     ("momentum", "step", ("scheduler.step_size=1",)),
     ("nesterov", "cosine", ()),
     ("adam", "warmup_cosine", ()),
-    pytest.param(
-        "adamw",
-        "plateau",
-        ("scheduler.patience=0", "scheduler.factor=0.9"),
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="Lightning 2.6 does not step ReduceLROnPlateau at the end of the epoch a run resumes in "
-            "(fit_loop: 'plateau schedulers shouldn't be updated' while restarting): one step behind",
-        ),
-    ),
+    ("adamw", "plateau", ("scheduler.patience=0", "scheduler.factor=0.9")),
     ("sgd", "step", ("scheduler.step_size=1",)),
 ]
 IDS = ["momentum-step", "nesterov-cosine", "adam-warmup_cosine", "adamw-plateau", "sgd-step"]
@@ -86,6 +77,26 @@ def test_every_step_rule_trains_and_resumes_bitwise_after_a_crash(tmp_path, opti
     )  # mid-epoch 3: the resume restores the schedule and the data order
     resumed = train(make_cfg(crashed, *run, f"resume={crashed}"))
     assert resumed["status"] == "completed"
+    _assert_same_state(_ckpt(crashed), _ckpt(tmp_path / "uninterrupted"))
+    assert resumed["test/loss"] == reference["test/loss"]
+
+
+@pytest.mark.slow
+def test_plateau_resumes_bitwise_from_an_epoch_end_checkpoint(tmp_path):
+    """Lightning steps ReduceLROnPlateau after the epoch-end save: last.ckpt carries the step still to come,
+    and the resumed run takes it (crashed at step 13, last.ckpt is the end of epoch 3, step 12)."""
+    run = ("optimizer=adamw", "scheduler=plateau", "scheduler.patience=0", "scheduler.factor=0.9", *TINY)
+    reference = train(make_cfg(tmp_path / "uninterrupted", *run))
+    crashed = tmp_path / "crashed"
+    crash = (
+        "+callbacks.crash._target_=tests.crash.RaiseAtStep",
+        "+callbacks.crash.step=13",
+        "+callbacks.crash.rank=0",
+    )
+    with pytest.raises(RuntimeError, match="at step 13"):
+        train(make_cfg(crashed, *run, *crash))
+    assert _ckpt(crashed)["global_step"] == 12
+    resumed = train(make_cfg(crashed, *run, f"resume={crashed}"))
     _assert_same_state(_ckpt(crashed), _ckpt(tmp_path / "uninterrupted"))
     assert resumed["test/loss"] == reference["test/loss"]
 

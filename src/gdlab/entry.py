@@ -4,7 +4,7 @@
 Hydra parses the command line, composes the config from ``conf/`` (shipped in the package as
 ``gdlab.conf``; ``conf/local/`` and any ``--config-dir`` included) and runs the task; this layer turns any
 failure into one line on stderr and exit status 1 (``verbose=true`` shows the traceback instead), and
-Ctrl+C into exit status 130. A failed job of a multirun is recorded and the sweep goes on; the sweep's
+a stop signal (Ctrl+C, SIGTERM, SIGHUP: :mod:`gdlab.runs.signals`) into exit status 128 + its number. A failed job of a multirun is recorded and the sweep goes on; the sweep's
 summary sets the exit status at its end.
 Only Hydra and OmegaConf are imported here: ``--help`` and ``--cfg job`` need no torch.
 """
@@ -14,6 +14,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -38,6 +39,11 @@ def _task(body: Callable[[DictConfig], Any], failed: list[BaseException]) -> Cal
     def run_task(cfg: DictConfig) -> Any:
         try:
             return body(cfg)
+        except KeyboardInterrupt as stop:
+            from gdlab.runs import signals
+
+            _record_interrupted_start(getattr(stop, "signum", None) or signals.received() or signal.SIGINT)
+            raise
         except Exception as err:
             from gdlab.runs.processes import in_multirun
 
@@ -87,6 +93,25 @@ def _record_failure(line: str) -> None:
         write_metrics(output_dir, {}, "failed", error=line)
 
 
+def _record_interrupted_start(signum: int) -> None:
+    """A run stopped during start-up (before its record existed) still gets one: ``interrupted``."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from gdlab.runs import signals
+    from gdlab.runs.record import METRICS_FILE, write_metrics
+
+    if not HydraConfig.initialized():
+        return
+    output_dir = HydraConfig.get().runtime.output_dir
+    if (
+        output_dir
+        and os.path.isdir(output_dir)
+        and not os.path.exists(os.path.join(output_dir, METRICS_FILE))
+    ):
+        note = f"stopped by {signals.describe(signum)} during start-up, before it trained"
+        write_metrics(output_dir, {}, "interrupted", note=note)
+
+
 def _train(cfg: DictConfig) -> float | None:
     with _importing("gdlab.train"):
         from gdlab.train import task
@@ -113,7 +138,7 @@ def eval_main() -> None:
 
 def _run(body: Callable[[DictConfig], Any], config_name: str) -> None:
     """Run ``body`` under Hydra's main with ``<config_name>.yaml``; any failure becomes one line on stderr
-    (exit status 1), Ctrl+C exit status 130.
+    (exit status 1), a stop signal (Ctrl+C, SIGTERM, SIGHUP) exit status 128 + its number.
 
     Hydra raises the errors of composition as they are (``HYDRA_FULL_ERROR``, its documented switch,
     instead of its own multi-line report); a single run's error comes back from the task. A sweep whose
@@ -123,22 +148,31 @@ def _run(body: Callable[[DictConfig], Any], config_name: str) -> None:
         arg.lstrip("+").partition("=")[::2] == ("verbose", value) for arg in sys.argv[1:] for value in _TRUE
     )
     os.environ["HYDRA_FULL_ERROR"] = "1"
+    from gdlab.runs import signals
+    from gdlab.runs.processes import die_with_parent
+
+    signals.reset()
+    signals.install()
+    die_with_parent()
     failed: list[BaseException] = []
     hydra_main = hydra.main(
         version_base="1.3", config_path=f"pkg://{CONFIG_PACKAGE}", config_name=config_name
     )
     try:
         hydra_main(_task(body, failed))()
-    except KeyboardInterrupt:
-        # Ctrl+C: the run's metrics.json already says "interrupted" (train saves last.ckpt first); a sweep
-        # also gets the summary of its jobs so far.
+    except KeyboardInterrupt as stop:
+        # A stop signal: the run's metrics.json already says "interrupted" (train saves last.ckpt first); a
+        # sweep also gets the summary of its jobs so far, and starts no further job.
+        signum = getattr(stop, "signum", None) or signals.received() or signal.SIGINT
         if verbose:
             raise
         from gdlab.runs.sweep import close_interrupted
 
+        _record_interrupted_start(signum)
         summary = close_interrupted()
-        print("interrupted (Ctrl+C)" + (f"; the sweep so far: {summary}" if summary else ""), file=sys.stderr)
-        raise SystemExit(130) from None
+        said = f"interrupted ({signals.describe(signum)})"
+        print(said + (f"; the sweep so far: {summary}" if summary else ""), file=sys.stderr)
+        raise SystemExit(signals.exit_status(signum)) from None
     except Exception as err:
         failed.append(err)
     if not failed:

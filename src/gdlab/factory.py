@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from gdlab import validate
 from gdlab.callbacks.steplog import StepLog
+from gdlab.callbacks.stop import StopAtStepEnd
 from gdlab.errors import ConfigError, SettingError, first_line, quoted_argument, show
 
 log = logging.getLogger(__name__)
@@ -86,8 +87,10 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.
             raise TypeError(f"{type(module).__name__} is not a LightningModule")
     # Every checkpoint carries the run's config (primitives only), so eval.py can rebuild the run from it.
     module.hparams["config"] = OmegaConf.to_container(cfg, resolve=True)
-    # Every run writes each optimizer step's train/loss (and what callbacks add) through its StepLog.
-    callbacks = [StepLog(flush_every=cfg.get("log_flush_steps", 50)), *_build_group(cfg, "callbacks")]
+    # Every run writes each optimizer step's train/loss (and what callbacks add) through its StepLog, and
+    # stops on a signal at the end of an optimizer step (after the other callbacks' end of that step).
+    steps = StepLog(flush_every=cfg.get("log_flush_steps", 50))
+    callbacks = [steps, *_build_group(cfg, "callbacks"), StopAtStepEnd()]
     loggers = _build_group(cfg, "logger")
     with building("trainer", cfg.trainer):
         limits = at_least_one_batch(cfg, datamodule)

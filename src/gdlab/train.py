@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from gdlab.callbacks.steplog import StepLog
 from gdlab.console import print_config, rounded, route_lightning_logs
 from gdlab.errors import ConfigError, describe
 from gdlab.factory import blame, build
+from gdlab.runs import signals
 from gdlab.runs.checkpoint import LastCheckpoint, check_fits, load_checkpoint, resolve_ckpt_path
 from gdlab.runs.hparams import log_hparams
 from gdlab.runs.loggers import close_loggers
@@ -36,9 +38,12 @@ from gdlab.runs.record import (
     write_metrics,
 )
 from gdlab.runs.resume import resumed_config, resuming
-from gdlab.runs.rundir import check_run_dir, run_overrides, save_config
+from gdlab.runs.rundir import CONFIG_FILE, check_run_dir, lock_run, run_overrides, save_config, unlock_run
 
 log = logging.getLogger(__name__)
+
+# The files of a run's record: a resume that fails before it trains leaves them byte for byte as they were.
+RECORD_FILES = (METRICS_FILE, CONFIG_FILE)
 
 
 def task(cfg: DictConfig) -> float | None:
@@ -56,11 +61,23 @@ def task(cfg: DictConfig) -> float | None:
         log.info(
             "continuing %s (it ended: %s)", cfg.resume, describe_status(before) if before else "no record"
         )
-    record = run_in_child(cfg) if launches_processes(cfg) else train(cfg)
+    if launches_processes(cfg):
+        check_before_launch(cfg)
+        record = run_in_child(cfg)
+    else:
+        record = train(cfg)
     if record.get("status") not in RESULT_STATUSES:
         return None
     value = record.get(cfg.get("optimized_metric"))
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def check_before_launch(cfg: DictConfig) -> None:
+    """Build the run once here (without its loggers) before its DDP processes start: a config error is one
+    line in seconds, not after every process has imported Lightning."""
+    checked = cfg.copy()
+    checked.logger = None
+    build(checked)
 
 
 def step_values(trainer: L.Trainer) -> dict[str, float]:
@@ -121,12 +138,13 @@ def early_stopping_reason(callback: EarlyStopping) -> str:
 OLD_BLOCKS_KEY = "gdlab_steps_per_call"
 
 
-def start_checkpoint(cfg: DictConfig, module: L.LightningModule, output_dir: Path) -> str | None:
-    """The checkpoint fit() resumes from (``resume`` or ``ckpt_path``), checked to exist and to fit the
-    model, so a wrong path or a checkpoint of another model is one clear line before training."""
+def start_checkpoint(cfg: DictConfig, module: L.LightningModule, output_dir: Path) -> tuple[str | None, int]:
+    """The checkpoint fit() resumes from (``resume`` or ``ckpt_path``) and its optimizer step, checked to
+    exist and to fit the model, so a wrong path or a checkpoint of another model is one clear line before
+    training."""
     resolved = resolve_ckpt_path(cfg, output_dir)
     if resolved is None:
-        return None
+        return None, 0
     setting, path = resolved
     named = f"{setting}={cfg.get(setting)}"  # as typed: ckpt_path=<file> or resume=<run dir>
     ckpt = load_checkpoint(path, setting)
@@ -137,13 +155,25 @@ def start_checkpoint(cfg: DictConfig, module: L.LightningModule, output_dir: Pat
             "training_step, whose step count this version cannot continue: start a new run (eval.py still "
             "evaluates the checkpoint)"
         )
+    saved = ((ckpt.get("hyper_parameters") or {}).get("config") or {}).get("optimizer") or {}
+    target, before = cfg.optimizer.get("_target_"), saved.get("_target_") if isinstance(saved, dict) else None
+    if before and target and before != target:
+        raise ConfigError(
+            f"optimizer: {named} was trained with {before}, whose state (e.g. momentum) {target} cannot "
+            "continue: resume with the run's own optimizer (leave optimizer unset), or start a new run"
+        )
     log.info("resuming from %s", path)
-    return str(path)
+    return str(path), int(ckpt.get("global_step", 0))
 
 
 def _save_interrupted(trainer: L.Trainer | None) -> None:
     """After Ctrl+C inside fit: write last.ckpt (where the LastCheckpoint callback keeps it)."""
     if trainer is None or not trainer.interrupted:
+        return
+    if signals.abrupt():
+        log.warning(
+            "stopped in the middle of step %d: last.ckpt is the last periodic save", trainer.global_step
+        )
         return
     if trainer.world_size > 1 and torch.distributed.is_initialized():
         # Lightning's DDP has ended the other ranks after Ctrl+C; the barrier of its save would wait for
@@ -183,19 +213,48 @@ def open_run(cfg: DictConfig, overrides: list[str] | None = None) -> tuple[Path,
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """Train one run in this process; return the record written to metrics.json."""
+    """Train one run in this process, which owns the run directory meanwhile (its lock file: a second
+    process resuming the same run is refused); return the record written to metrics.json."""
     route_lightning_logs()
+    output_dir, resume = Path(cfg.paths.output_dir), cfg.get("resume")
+    check_run_dir(output_dir, resuming=bool(resume))
+    lock = lock_run(output_dir, f"resume={resume}" if resume else f"hydra.run.dir={output_dir}")
+    try:
+        # A resume that fails (or is stopped) before it trains leaves the run's record as it was.
+        kept = {n: (output_dir / n).read_bytes() for n in RECORD_FILES if (output_dir / n).is_file()}
+        return _train(cfg, kept if resume else None)
+    finally:
+        unlock_run(lock)
+
+
+def _trained(trainer: L.Trainer | None, start_step: int | None) -> bool:
+    """Whether this attempt took an optimizer step (a resume that fails while it restores the checkpoint,
+    e.g. an optimizer whose state does not fit, took none)."""
+    return trainer is not None and start_step is not None and trainer.global_step > start_step
+
+
+def _restore(output_dir: Path, kept: dict[str, bytes] | None) -> None:
+    """Put back the record files of a resumed run as they were before this attempt."""
+    for name, data in (kept or {}).items():
+        (output_dir / name).write_bytes(data)
+    if kept is not None:
+        log.info("the run's record in %s is left as it was before this attempt", output_dir)
+
+
+def _train(cfg: DictConfig, kept: dict[str, bytes] | None) -> dict[str, Any]:
     output_dir, attempts = open_run(cfg)
     metrics: dict[str, Any] = {}
     trainer = None
+    start_step: int | None = None  # the step training starts from: an attempt that took none leaves no trace
     ended = "failed"  # how the run ended, for the loggers (until it has a record)
     try:
         datamodule, module, trainer = build(cfg)
         if hasattr(datamodule, "true_params"):
             truth = {k: to_number(v) for k, v in datamodule.true_params().items()}
             log.info("true parameters of the data: %s", rounded(truth))
-        ckpt_path = start_checkpoint(cfg, module, output_dir)
+        ckpt_path, start_step = start_checkpoint(cfg, module, output_dir)
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        signals.stop_now()  # a signal in the last step: the run stops here, recorded as interrupted
         metrics.update(_metrics(trainer))
         status = outcome(trainer)
         if status["status"] in RESULT_STATUSES and not is_overridden("test_step", module):
@@ -215,16 +274,26 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         log_hparams(trainer.loggers, cfg, record, trainer.global_step, per_step=step_values(trainer))
         ended = record["status"]
     except (KeyboardInterrupt, SystemExit) as stop:
-        _save_interrupted(trainer)
-        where = {"epoch": trainer.current_epoch, "step": trainer.global_step} if trainer is not None else {}
-        write_metrics(output_dir, metrics, status="interrupted", **where, **attempts)
+        if kept is not None and not _trained(trainer, start_step):
+            _restore(output_dir, kept)
+        else:
+            _save_interrupted(trainer)
+            where = (
+                {"epoch": trainer.current_epoch, "step": trainer.global_step} if trainer is not None else {}
+            )
+            write_metrics(output_dir, metrics, status="interrupted", **where, **attempts)
         if isinstance(stop, SystemExit) and trainer is not None and trainer.interrupted:
-            # Lightning turns Ctrl+C inside fit() into its own shutdown followed by sys.exit(1): a Ctrl+C
-            # again, so that it ends the command as one anywhere else does (one line, exit status 130).
-            raise KeyboardInterrupt from None
+            # Lightning turns a stop signal inside fit() into its own shutdown followed by sys.exit(1): the
+            # signal again, so that it ends the command as anywhere else (one line, exit status 128 + it).
+            raise signals.Interrupted(signals.received() or signal.SIGINT) from None
         raise
     except Exception as caught:
         err = blame(cfg, caught)  # a library's error inside fit that quotes one setting's value names it
+        if kept is not None and not _trained(trainer, start_step):
+            _restore(output_dir, kept)
+            if err is caught:
+                raise
+            raise err from caught
         write_metrics(output_dir, metrics, status="failed", error=describe(err), **attempts)
         if trainer is not None:
             try:

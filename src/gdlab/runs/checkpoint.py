@@ -23,6 +23,31 @@ from gdlab.runs.resume import LAST_CKPT
 log = logging.getLogger(__name__)
 
 
+def plateau_values(trainer: L.Trainer) -> dict[str, float]:
+    """The monitored values the epoch-interval ``ReduceLROnPlateau`` schedulers step with at the end of this
+    epoch, by monitor key (those Lightning would step now; none when the epoch logged no value)."""
+    values = {}
+    for config in trainer.lr_scheduler_configs:
+        if not config.reduce_on_plateau or config.interval != "epoch" or not config.monitor:
+            continue
+        value = trainer.callback_metrics.get(config.monitor)
+        if value is not None and (trainer.current_epoch + 1) % config.frequency == 0:
+            values[config.monitor] = float(value)
+    return values
+
+
+def step_plateau_schedulers(
+    trainer: L.Trainer, pl_module: L.LightningModule, values: dict[str, float]
+) -> None:
+    """Step the epoch-interval ``ReduceLROnPlateau`` schedulers with ``values`` (by monitor key), through the
+    module's public ``lr_scheduler_step`` hook, as Lightning does at the end of an epoch."""
+    if not pl_module.automatic_optimization:
+        return
+    for config in trainer.lr_scheduler_configs:
+        if config.reduce_on_plateau and config.interval == "epoch" and config.monitor in values:
+            pl_module.lr_scheduler_step(config.scheduler, torch.tensor(values[config.monitor]))
+
+
 class LastCheckpoint(Checkpoint):
     """Keep ``<dirpath>/last.ckpt`` the newest full training state: every ``every_n_train_steps``
     optimizer steps, at each epoch end (after validation) and when training ends.
@@ -31,6 +56,11 @@ class LastCheckpoint(Checkpoint):
     top-k checkpoint, so after an epoch without a better ``val/loss`` last.ckpt is not the final state.
     The file is written to a temporary name and renamed: a process killed mid-write leaves the previous
     last.ckpt intact, never a truncated one.
+
+    ``ReduceLROnPlateau`` resumes bitwise too. Lightning 2.6 steps it after ``on_train_epoch_end`` (after
+    the epoch's save) and not at the end of the epoch a run resumes in; so an epoch-end last.ckpt carries
+    the values that step needs, and the resumed run takes the step when it starts, and the end of a resumed
+    epoch steps it as every other epoch's end does.
     """
 
     def __init__(self, dirpath: str, every_n_train_steps: int = 100) -> None:
@@ -47,6 +77,8 @@ class LastCheckpoint(Checkpoint):
         self.every_n_train_steps = every_n_train_steps
         self._saved_step = -1
         self._multiple = 0  # the last multiple of every_n_train_steps saved at
+        self._plateau: dict[str, float] = {}  # saved with an epoch-end save: the plateau step still to come
+        self._plateau_to_step: dict[str, float] = {}  # loaded: the step the checkpoint's run had not taken
 
     @property
     def path(self) -> Path:
@@ -66,8 +98,17 @@ class LastCheckpoint(Checkpoint):
             os.replace(tmp, self.path)
         self._saved_step = trainer.global_step
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"plateau_step_pending": dict(self._plateau)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._plateau_to_step = dict(state_dict.get("plateau_step_pending", {}))
+
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._multiple = trainer.global_step // self.every_n_train_steps if self.every_n_train_steps else 0
+        if self._plateau_to_step:  # resumed from an epoch-end save: the epoch's plateau step, now
+            step_plateau_schedulers(trainer, pl_module, self._plateau_to_step)
+            self._plateau_to_step = {}
 
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
         n = self.every_n_train_steps
@@ -79,7 +120,14 @@ class LastCheckpoint(Checkpoint):
         # The hook Lightning's fit loop expects epoch checkpoints in (the epoch counts as processed, its
         # validation has run): a resume starts the next epoch. It replaces a step save of the same step,
         # taken before validation. (A save at on_validation_end resumes into an empty epoch remainder.)
-        self.save(trainer, again=True)
+        values = plateau_values(trainer)
+        self._plateau = values  # Lightning's plateau step comes after this save: the resumed run takes it
+        try:
+            self.save(trainer, again=True)
+        finally:
+            self._plateau = {}
+        if trainer.fit_loop.restarting:  # Lightning skips the plateau step of the epoch a run resumed in
+            step_plateau_schedulers(trainer, pl_module, values)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.save(trainer)

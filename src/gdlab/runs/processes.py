@@ -6,14 +6,17 @@ included. In a Hydra multirun that caller is the sweep and the command line is t
 other ranks would run a sweep of their own, and one failing job would end the jobs after it. So a
 run for which Lightning would start processes runs instead as a single run in a child process,
 ``python -m gdlab <its overrides>`` in its own run directory; Lightning starts the other ranks from
-there, exactly as for ``python train.py trainer=ddp``. This process only waits, and records the run
-as failed if its processes end without recording anything themselves (killed, out of memory).
+there, exactly as for ``python train.py trainer=ddp``. This process only waits, passes a stop signal on
+to rank 0, and records the run as failed if its processes end without recording anything themselves
+(killed, out of memory). Every process of a run dies with the process that started it (Linux's
+``PR_SET_PDEATHSIG``): a run never trains on after its command is gone.
 Processes that torchrun or SLURM started (``creates_processes_externally``) train where they are.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import re
@@ -26,14 +29,20 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from gdlab.errors import RunError
+from gdlab.errors import ConfigError, RunError
+from gdlab.runs import signals
 from gdlab.runs.record import METRICS_FILE, STOPPED_NOTE, read_metrics, record_stopped, write_metrics
 from gdlab.runs.resume import override_key
+from gdlab.runs.signals import describe as describe_signal
 
 log = logging.getLogger(__name__)
 
-# Set in the child's environment: its run trains in that process (Lightning starts the other ranks).
+# Set in the child's environment (to the id of the process that waits for it): its run trains in that
+# process (Lightning starts the other ranks).
 CHILD_ENV = "GDLAB_RUN_PROCESS"
+# What one training process of a small run takes (peak resident memory, measured ~0.45 GiB).
+PROCESS_BYTES = 512 * 2**20
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 # Hydra settings of the command line the child keeps: where configs are found and how it logs.
 KEPT_HYDRA_KEYS = ("hydra.searchpath", "hydra.verbose", "hydra/job_logging", "hydra/hydra_logging")
 
@@ -44,6 +53,64 @@ def in_multirun() -> bool:
     from hydra.types import RunMode
 
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def die_with_parent() -> None:
+    """In a process that a run started (its DDP rank 0 child, Lightning's other ranks, torchrun's workers):
+    ask Linux to signal this process when the one that started it dies, so no process of a run outlives
+    its command (even one killed with SIGKILL). The run's rank 0 child gets SIGTERM (it saves last.ckpt
+    and records the run), and so does every torchrun worker; the other ranks Lightning started get
+    SIGKILL, and pass a stop signal they receive on to rank 0. Elsewhere (not Linux, a plain run) it does
+    nothing."""
+    from gdlab.runs.torchrun import under_torchrun
+
+    parent = os.environ.get(CHILD_ENV)
+    if not (parent or under_torchrun()) or not sys.platform.startswith("linux"):
+        return
+    # torchrun's workers all stop together (they agree on a step); Lightning's other ranks die with rank 0.
+    saves = under_torchrun() or "LOCAL_RANK" not in os.environ
+    deathsig = signal.SIGTERM if saves else signal.SIGKILL
+    if not saves:
+        signals.follow(os.getppid())  # a stop signal is rank 0's to act on
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, int(deathsig), 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if parent and parent.isdigit() and "LOCAL_RANK" not in os.environ and os.getppid() != int(parent):
+        os.kill(os.getpid(), deathsig)  # the parent died before prctl took effect
+
+
+def check_process_count(trainer: Any) -> None:
+    """Refuse, before any process starts, more training processes on this machine than it has CPU cores
+    (CPU training) or memory for: they would crawl or be killed, with no answer for minutes."""
+    local = int(trainer.num_devices)
+    if local <= 1:
+        return
+    cores = os.cpu_count() or 1
+    if trainer.strategy.root_device.type == "cpu" and local > cores:
+        raise ConfigError(
+            f"trainer.devices={local}: {local} training processes on a machine with {cores} CPU cores: "
+            f"pass trainer.devices={cores} or fewer"
+        )
+    available = _available_memory()
+    if available is not None and local * PROCESS_BYTES > available:
+        most = max(1, available // PROCESS_BYTES)
+        raise ConfigError(
+            f"trainer.devices={local}: {local} training processes need about {local * PROCESS_BYTES / 2**30:.1f} "
+            f"GiB, {available / 2**30:.1f} GiB is available: pass trainer.devices={most} or fewer"
+        )
+
+
+def _available_memory() -> int | None:
+    """Linux's estimate of the memory available to new processes (``MemAvailable``), in bytes."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
 def launches_processes(cfg: DictConfig) -> bool:
@@ -67,7 +134,12 @@ def launches_processes(cfg: DictConfig) -> bool:
         return False  # a Trainer that cannot be built: training here builds it again and records why
     finally:
         rank_zero_log.setLevel(level)
-    return trainer.world_size > 1 and not trainer.strategy.cluster_environment.creates_processes_externally
+    launches = (
+        trainer.world_size > 1 and not trainer.strategy.cluster_environment.creates_processes_externally
+    )
+    if launches:
+        check_process_count(trainer)
+    return launches
 
 
 def hydra_quote(text: str) -> str:
@@ -101,7 +173,7 @@ def run_in_child(cfg: DictConfig) -> dict[str, Any]:
     import gdlab
 
     output_dir = Path(cfg.paths.output_dir).resolve()
-    env = {**os.environ, CHILD_ENV: "1"}
+    env = {**os.environ, CHILD_ENV: str(os.getpid())}
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(Path(gdlab.__file__).parents[1]), env.get("PYTHONPATH")) if p
     )
@@ -111,20 +183,24 @@ def run_in_child(cfg: DictConfig) -> dict[str, Any]:
     child = subprocess.Popen(child_command(output_dir), env=env, start_new_session=True)
     try:
         code = child.wait()
-    except KeyboardInterrupt:
-        # Ctrl+C: pass it on to rank 0 (the child) only, and let the run save last.ckpt and record
-        # "interrupted" first. Lightning's rank 0 then ends the other ranks itself; a rank interrupted on its
-        # own could leave rank 0 waiting in a collective operation for it, for good.
+    except KeyboardInterrupt as stop:
+        # A stop signal (Ctrl+C, SIGTERM, SIGHUP): pass it on to rank 0 (the child) only, and let the run
+        # save last.ckpt and record "interrupted" first. Lightning's rank 0 then ends the other ranks itself;
+        # a rank interrupted on its own could leave rank 0 waiting in a collective operation for it, for good.
+        signum = getattr(stop, "signum", signal.SIGINT)
         with contextlib.suppress(ProcessLookupError):
-            os.kill(child.pid, signal.SIGINT)
+            os.kill(child.pid, signum)
         try:
             child.wait(timeout=60)
         except subprocess.TimeoutExpired:
             child.kill()
             child.wait()
         _end_group(child.pid)
+        if not (output_dir / METRICS_FILE).is_file():  # stopped while its processes started up
+            note = f"stopped by {describe_signal(signum)} while its processes started up, before it trained"
+            write_metrics(output_dir, {}, status="interrupted", note=note)
         if not record_stopped(output_dir, STOPPED_NOTE) and not in_multirun():
-            raise SystemExit(130) from None  # the run's own process said "interrupted (Ctrl+C)"
+            raise SystemExit(128 + signum) from None  # the run's own process said "interrupted (...)"
         raise
     finally:
         _end_group(child.pid)

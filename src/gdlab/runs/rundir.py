@@ -1,9 +1,12 @@
-"""Run directories: a run never overwrites another one, an unusable directory fails before training, and
-the resolved config is saved next to the results."""
+"""Run directories: a run never overwrites another one, an unusable directory fails before training, one
+process at a time owns a run (its lock file), and the resolved config is saved next to the results."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+import time
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -14,6 +17,8 @@ from gdlab.runs.record import METRICS_FILE, is_rank_zero, read_metrics
 # Checkpoints, events and logs of a small run take a few MB; below this, stop before training.
 MIN_FREE_BYTES = 64 * 2**20
 CONFIG_FILE = "config.yaml"
+# Holds the id of the process that owns the run while it trains (removed when it ends).
+LOCK_FILE = ".lock"
 
 
 def check_run_dir(output_dir: Path, resuming: bool) -> None:
@@ -59,3 +64,58 @@ def save_config(cfg: DictConfig, output_dir: str | Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(OmegaConf.to_yaml(cfg, resolve=True))
     return path
+
+
+def _holder(path: Path) -> int | None:
+    """The process id written in a lock file (None: unreadable or empty, e.g. caught mid-write)."""
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
+def lock_run(output_dir: Path, setting: str) -> Path | None:
+    """Own the run in ``output_dir`` for this process: its lock file holds this process's id. A run that a
+    live process owns is refused in one line naming that process (``setting``: how the user named the
+    directory, e.g. ``resume=<dir>``); a lock whose process is gone is stale and taken over. Rank 0 only."""
+    if not is_rank_zero():
+        return None
+    output_dir.mkdir(parents=True, exist_ok=True)
+    path = output_dir / LOCK_FILE
+    for _ in range(3):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            holder = _holder(path)
+            if holder is None:  # being written right now, or garbage: look again
+                time.sleep(0.1)
+                holder = _holder(path)
+            if holder is not None and holder != os.getpid() and _alive(holder):
+                raise ConfigError(
+                    f"{setting}: process {holder} is running this run now ({path} holds its id): wait for it "
+                    f"to end or stop it (kill -INT {holder}), then try again"
+                ) from None
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()  # stale: the process that held it is gone
+            continue
+        with os.fdopen(fd, "w") as file:
+            file.write(f"{os.getpid()}\n")
+        return path
+    raise ConfigError(f"{setting}: could not take {path}: another process keeps taking it; try again")
+
+
+def unlock_run(path: Path | None) -> None:
+    """Give up the run's lock file, if this process holds it."""
+    if path is not None and _holder(path) == os.getpid():
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()

@@ -22,6 +22,7 @@ from omegaconf import DictConfig
 
 from gdlab import validate
 from gdlab.callbacks.steplog import StepLog
+from gdlab.callbacks.stop import StopAtStepEnd
 from gdlab.console import route_lightning_logs
 from gdlab.errors import describe
 from gdlab.factory import _build_group, at_least_one_batch, building
@@ -231,7 +232,7 @@ def _callbacks(members: Sequence[Member], pictures: Sequence[int]) -> list[Any]:
                 callbacks.append(MemberPictures(i, own, members[i].loggers))
     if last_dirs is not None or best is not None:
         callbacks.append(MemberCheckpoints(members, last_dirs, every, best))
-    return callbacks
+    return [*callbacks, StopAtStepEnd()]
 
 
 def pictures_of(option: Any, members: Sequence[Member]) -> list[int]:
