@@ -213,11 +213,16 @@ def test_nonconvex_summary_classifies_end_points_only_where_the_gradient_vanishe
 
 
 def test_stationary_stop_ends_a_run_where_the_gradient_norm_is_below_its_tolerance(cfg_factory, tmp_path):
-    cfg = cfg_factory(
-        "experiment=nonconvex", "model.hidden_sizes=[1]", "seed=0", "trainer=cpu", "trainer.max_epochs=3000"
+    # lr 0.3 (the lesson's is 0.05): this seed's unit reaches a stationary point in 40 steps, not 1960
+    overrides = (
+        "model.hidden_sizes=[1]",
+        "seed=0",
+        "optimizer.lr=0.3",
+        "trainer=cpu",
+        "trainer.max_epochs=500",
     )
-    record = train(cfg)
-    assert record["status"] == "completed" and record["step"] < 3000
+    record = train(cfg_factory("experiment=nonconvex", *overrides))
+    assert record["status"] == "completed" and record["step"] < 500
     assert record[nonconvex.GRAD_NORM] < 1e-4 and nonconvex.MIN_EIG in record
     with pytest.raises(ValueError, match=r"Invalid tolerance: 0 \(must be a number > 0\)"):
         nonconvex.StationaryStop(tolerance=0)
