@@ -77,7 +77,17 @@ def check_before_launch(cfg: DictConfig) -> None:
     line in seconds, not after every process has imported Lightning."""
     checked = cfg.copy()
     checked.logger = None
-    build(checked)
+    try:
+        build(checked)
+    except Exception as caught:
+        err = blame(cfg, caught)
+        if not cfg.get("resume"):  # a new run gets its record as a single-process run would (a resumed one
+            output_dir = Path(cfg.paths.output_dir)  # keeps its own, as it was)
+            save_config(cfg, output_dir)
+            write_metrics(output_dir, {}, status="failed", error=describe(err))
+        if err is caught:
+            raise
+        raise err from caught
 
 
 def step_values(trainer: L.Trainer) -> dict[str, float]:
