@@ -142,6 +142,8 @@ FOUND = [
     ("linear", "trainer.devices=1000000000000000"),  # "trainer: MemoryError" (Lightning lists the devices)
     ("linear", "data.n_samples=1000000000000000"),  # "data: RuntimeError: [enforce fail at alloc_cpu.cpp]"
     ("polynomial-mlp", "data.degree=1000000000000000"),  # the same, from the powers of x
+    ("linear", "trainer.num_nodes=1000000000000000"),  # a child process, its line not in this process
+    ("linear", "trainer.limit_train_batches=-1"),  # "trainer: You have passed invalid value -1 ..."
 ]
 # The draws are split into shards (tests of their own) so that pytest-xdist runs them side by side.
 SHARDS, PER_SHARD = 4, 75

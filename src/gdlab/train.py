@@ -22,6 +22,7 @@ from gdlab.callbacks.steplog import StepLog
 from gdlab.console import print_config, rounded, route_lightning_logs
 from gdlab.errors import ConfigError, describe
 from gdlab.factory import blame, build
+from gdlab.validate import check_settings
 from gdlab.runs.checkpoint import LastCheckpoint, check_fits, load_checkpoint, resolve_ckpt_path
 from gdlab.runs.hparams import log_hparams
 from gdlab.runs.loggers import close_loggers
@@ -56,11 +57,25 @@ def task(cfg: DictConfig) -> float | None:
         log.info(
             "continuing %s (it ended: %s)", cfg.resume, describe_status(before) if before else "no record"
         )
-    record = run_in_child(cfg) if launches_processes(cfg) else train(cfg)
+    if launches_processes(cfg):
+        check_before_processes(cfg)
+        record = run_in_child(cfg)
+    else:
+        record = train(cfg)
     if record.get("status") not in RESULT_STATUSES:
         return None
     value = record.get(cfg.get("optimized_metric"))
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def check_before_processes(cfg: DictConfig) -> None:
+    """The settings every run has, checked before a run's processes start: a bad one is one line (and a
+    ``failed`` record) in the time of a single run's, not after a child interpreter has imported Lightning."""
+    try:
+        check_settings(cfg)
+    except ConfigError as err:
+        write_metrics(cfg.paths.output_dir, {}, status="failed", error=describe(err))
+        raise
 
 
 def step_values(trainer: L.Trainer) -> dict[str, float]:

@@ -81,6 +81,13 @@ TRAINER_MINIMA = (
 )
 
 
+# More machines than any cluster has: Lightning would multiply them with trainer.devices and start a run
+# whose processes wait for the others (num_nodes=1e15 took a child process and a batch-size message).
+MAX_NODES = 100_000
+# Lightning's limit_<split>_batches: a fraction of the split's batches (0.0 to 1.0) or a count (an integer).
+LIMITS = ("limit_train_batches", "limit_val_batches", "limit_test_batches")
+
+
 # More GPUs or CPU processes than any one machine runs: Lightning would list them all first (a MemoryError
 # for trainer.devices=1e15, naming no setting).
 MAX_DEVICES = 4096
@@ -139,6 +146,33 @@ def check_settings(cfg: DictConfig) -> None:
         value = trainer.get(key)
         if value is not None and value < low:
             raise ConfigError(f"trainer.{key}={value} must be >= {low}: pass e.g. trainer.{key}={example}")
+    nodes = trainer.get("num_nodes")
+    if isinstance(nodes, int) and nodes > MAX_NODES:
+        raise ConfigError(
+            f"trainer.num_nodes={nodes} is more machines than a cluster has (at most {MAX_NODES:,}): pass the "
+            "number of machines the run spans, e.g. trainer.num_nodes=1"
+        )
+    for key in LIMITS:
+        check_limit(key, trainer.get(key))
+
+
+def check_limit(key: str, value: Any) -> None:
+    """``trainer.<key>`` (``limit_train_batches`` and the others) is null, a fraction from 0.0 to 1.0 or a
+    count of batches; ``limit_train_batches`` takes at least one batch (0 would train nothing and record
+    the run ``completed``)."""
+    setting = f"trainer.{key}={show(value)}"
+    fits = "a fraction of the split from 0.0 to 1.0, a number of batches (an integer >= 0) or null"
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{setting} must be {fits}: pass e.g. trainer.{key}=1.0")
+    if value < 0 or (isinstance(value, float) and value > 1):
+        raise ConfigError(f"{setting} must be {fits}: pass e.g. trainer.{key}=1.0 (all batches)")
+    if value == 0 and key == "limit_train_batches":
+        raise ConfigError(
+            f"{setting} trains nothing (0 batches an epoch): pass a number of batches >= 1 or a fraction "
+            "above 0, e.g. trainer.limit_train_batches=1.0"
+        )
 
 
 def check_finite(cfg: DictConfig) -> None:
