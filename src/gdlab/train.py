@@ -22,7 +22,6 @@ from gdlab.callbacks.steplog import StepLog
 from gdlab.console import print_config, rounded, route_lightning_logs
 from gdlab.errors import ConfigError, describe
 from gdlab.factory import blame, build
-from gdlab.validate import check_settings
 from gdlab.runs.checkpoint import LastCheckpoint, check_fits, load_checkpoint, resolve_ckpt_path
 from gdlab.runs.hparams import log_hparams
 from gdlab.runs.loggers import close_loggers
@@ -38,6 +37,7 @@ from gdlab.runs.record import (
 )
 from gdlab.runs.resume import resumed_config, resuming
 from gdlab.runs.rundir import check_run_dir, run_overrides, save_config
+from gdlab.validate import check_settings
 
 log = logging.getLogger(__name__)
 
