@@ -113,6 +113,9 @@ CASES = [
     ("trainer.limit_train_batches=0", "trainer.limit_train_batches", []),
     ("trainer=ddp_cpu data.batch_size=63", "data.batch_size", []),
     ("paths.root=", "paths.root", []),
+    ("hydra.run.dir=", "hydra.run.dir", []),
+    ("+local=foo", "local", []),  # an optional group: Hydra alone would run without it
+    ("local=foo", "local", []),
     ("data=mnist paths.data_dir=", "paths.data_dir", []),
     ("paths.root=a_file/x", "paths.root", []),
     ("data=csv", "data.path", []),
@@ -171,6 +174,33 @@ def test_gpu_trainer_without_gpu(monkeypatch, capsys, tmp_path, trainer):
     assert json.loads(next(tmp_path.rglob("metrics.json")).read_text())["error"].startswith(
         "trainer: No supported"
     )
+
+
+def test_an_empty_run_or_sweep_dir_writes_nothing(monkeypatch, capsys, tmp_path):
+    """Hydra would write the run (or the sweep's jobs) into the directory the command runs in."""
+    monkeypatch.chdir(tmp_path)
+    line = _cli(monkeypatch, capsys, entry.train_main, "-m", "hydra.sweep.dir=", "seed=0,1", *FAST)
+    assert_documented("-m hydra.sweep.dir=", line)
+    line = _cli(monkeypatch, capsys, entry.train_main, *FAST, "hydra.run.dir=''")
+    assert line.startswith("error: hydra.run.dir is empty")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "shown",
+    [
+        "python eval.py ckpt_path=<a linear run's last.ckpt> predict=sometimes",
+        "python eval.py ckpt_path=<a linear run's last.ckpt> predict=true predict_batch_size=0",
+        "python eval.py ckpt_path=<a linear run's last.ckpt> data=lineer",
+    ],
+)
+def test_eval_settings_that_cannot_mean_what_was_meant(monkeypatch, capsys, tmp_path, linear_ckpt, shown):
+    """``predict=sometimes`` would read as true, ``predict_batch_size=0`` divide by zero, and eval.py's
+    optional ``data`` group would skip a misspelt option without a word."""
+    args = shown.replace(LINEAR_CKPT, str(linear_ckpt)).split()[2:]
+    line = _cli(monkeypatch, capsys, entry.eval_main, *args, f"paths.root={tmp_path}")
+    assert_documented(shown, line, {str(linear_ckpt): LINEAR_CKPT})
+    _no_run_looks_finished(tmp_path)
 
 
 def test_a_finished_run_is_never_overwritten(monkeypatch, capsys, tmp_path, linear_ckpt):

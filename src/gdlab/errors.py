@@ -180,6 +180,17 @@ def show(value: Any) -> str:
     return str(value)
 
 
+# The one group whose folder may not exist: conf/local/ is git-ignored (one's own settings).
+LOCAL_GROUP = "local"
+
+
+def unknown_option(group: str, option: str, options: list[str]) -> str:
+    """The line for a group option that does not exist (``model=mlpp``, ``+local=foo``)."""
+    if options:
+        return f"{group}={option} is not an option: choose one of {', '.join(sorted(options))}"
+    return f"{group}={option} is not an option: conf/{group}/ has none (add conf/{group}/{option}.yaml)"
+
+
 def first_line(err: BaseException | str) -> str:
     return next((line.strip() for line in str(err).splitlines() if line.strip()), "")
 
@@ -208,7 +219,7 @@ def describe(err: BaseException) -> str:
     if isinstance(err, MissingConfigException) and err.options is not None and err.missing_cfg_file:
         group, _, option = str(err.missing_cfg_file).rpartition("/")
         if group:
-            return f"{group}={option} is not an option: choose one of {', '.join(sorted(err.options))}"
+            return unknown_option(group, option, list(err.options))
     if isinstance(err, OverrideParseException):
         return f"cannot parse the command line: {first_line(err)}"
     # The first of our own errors behind ``err`` is the message meant for the user: Hydra wraps it, and
@@ -225,6 +236,10 @@ def describe(err: BaseException) -> str:
     key = getattr(cause, "full_key", None)
     if isinstance(cause, ValidationError):
         return f"{key}: {first_line(cause)}: pass a value of the right type" if key else first_line(cause)
+    overridden = re.match(r"Could not override '([\w/]+)'\.\s+To append to your config use \+(\S+)", str(err))
+    if overridden and overridden.group(1) == LOCAL_GROUP:
+        # `local=foo` without conf/local/default.yaml: Hydra's advice (+local=foo) would add a plain key
+        return unknown_option(LOCAL_GROUP, overridden.group(2).partition("=")[2], [])
     if isinstance(cause, (ConfigKeyError, AttributeError)) and "not in struct" in str(cause):
         # Hydra's own text names the key and says "To append to your config use +key=value".
         text = str(err) if isinstance(err, ConfigCompositionException) else str(cause)

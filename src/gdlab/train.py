@@ -37,7 +37,7 @@ from gdlab.runs.record import (
 )
 from gdlab.runs.resume import resumed_config, resuming
 from gdlab.runs.rundir import check_run_dir, run_overrides, save_config
-from gdlab.validate import check_settings
+from gdlab.validate import check_group_options, check_settings
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,7 @@ def task(cfg: DictConfig) -> float | None:
     Only a completed run (or one that early stopping ended: a result too) returns its metric: a diverged
     run's last ``val/loss`` may come from before it diverged, so a sweeper (optuna) gets nothing and records
     the trial as failed, never as a good one."""
+    checked(cfg, check_group_options)
     if resuming(cfg.get("resume"), cfg.get("ckpt_path")):
         if in_multirun():
             raise ConfigError("resume continues one run: drop -m/--multirun (or resume each job on its own)")
@@ -58,7 +59,9 @@ def task(cfg: DictConfig) -> float | None:
             "continuing %s (it ended: %s)", cfg.resume, describe_status(before) if before else "no record"
         )
     if launches_processes(cfg):
-        check_before_processes(cfg)
+        # the settings every run has, before the run's processes start: a bad one is one line in the time
+        # of a single run's, not after a child interpreter has imported Lightning
+        checked(cfg, check_settings, cfg)
         record = run_in_child(cfg)
     else:
         record = train(cfg)
@@ -68,13 +71,14 @@ def task(cfg: DictConfig) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def check_before_processes(cfg: DictConfig) -> None:
-    """The settings every run has, checked before a run's processes start: a bad one is one line (and a
-    ``failed`` record) in the time of a single run's, not after a child interpreter has imported Lightning."""
+def checked(cfg: DictConfig, check: Any, *args: Any) -> None:
+    """Run ``check(*args)`` before the run opens; a refusal also becomes this new run's ``failed`` record
+    (a resumed run's record is left as it is)."""
     try:
-        check_settings(cfg)
+        check(*args)
     except ConfigError as err:
-        write_metrics(cfg.paths.output_dir, {}, status="failed", error=describe(err))
+        if not cfg.get("resume"):
+            write_metrics(cfg.paths.output_dir, {}, status="failed", error=describe(err))
         raise
 
 

@@ -33,7 +33,7 @@ from torch import nn
 
 from gdlab.conf import CONFIG_PACKAGE
 from gdlab.console import PRINT_CONFIG
-from gdlab.errors import ConfigError, show
+from gdlab.errors import ConfigError, show, unknown_option
 
 # (type check, what the value must be, an example): the settings every run has.
 _INT = (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer")
@@ -173,6 +173,48 @@ def check_limit(key: str, value: Any) -> None:
             f"{setting} trains nothing (0 batches an epoch): pass a number of batches >= 1 or a fraction "
             "above 0, e.g. trainer.limit_train_batches=1.0"
         )
+
+
+def check_group_options() -> None:
+    """Every group option the command line names exists. Hydra skips a missing option of an ``optional``
+    group (``local``; eval.py's ``data`` and ``model``) without a word, and ``+local=foo`` would only add
+    a plain key: the run would go on without what was asked for."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    if not (HydraConfig.initialized() and GlobalHydra.instance().is_initialized()):
+        return
+    hydra_cfg = HydraConfig.get()
+    groups = hydra_cfg.runtime.choices  # every group of the defaults list, optional ones included
+    loader = GlobalHydra.instance().config_loader()
+    for override in OverridesParser.create().parse_overrides(list(hydra_cfg.overrides.task)):
+        group, option = override.key_or_group, override.value()
+        if override.is_delete() or group not in groups or not isinstance(option, str):
+            continue
+        options = loader.get_group_options(group)
+        if option not in options:
+            raise ConfigError(unknown_option(group, option, options))
+
+
+# eval.py's own settings: (type check, what the value must be, an example)
+EVAL_SETTINGS: dict[str, tuple[Any, str, str]] = {
+    "predict": (*_BOOL, "predict=true"),
+    "predict_input": (*_OPT_TEXT, "predict_input=inputs.csv"),
+    "predict_batch_size": (
+        lambda v: v is None or (_INT[0](v) and v >= 1),
+        "an integer >= 1 or null (all at once)",
+        "predict_batch_size=1024",
+    ),
+}
+
+
+def check_eval_settings(cfg: DictConfig) -> None:
+    """eval.py's settings: ``predict=sometimes`` would read as true, ``predict_batch_size=0`` divide by zero."""
+    for key, (ok, what, example) in EVAL_SETTINGS.items():
+        value = cfg.get(key)
+        if not ok(value):
+            raise ConfigError(f"{key}={show(value)} must be {what}: pass e.g. {example}")
 
 
 def check_finite(cfg: DictConfig) -> None:
