@@ -146,12 +146,17 @@ def quoted_argument(node: Mapping[str, Any], message: str) -> str | None:
 
 # torch.optim names the argument in words: "Invalid learning rate: -1", "Invalid beta parameter at index 1: 2".
 _TORCH_WORDS = {"learning rate": "lr", "epsilon": "eps", "beta": "betas"}
+# torch's sentences that name an argument in words of their own (SGD's nesterov=True without momentum).
+_TORCH_SENTENCES = {"Nesterov momentum requires a momentum": "momentum"}
 _INVALID = re.compile(r"^Invalid ([\w ]+?)(?: value| parameter)?(?: at index \d+)?: ")
 
 
 def worded_argument(node: Mapping[str, Any], message: str) -> str | None:
     """The argument of ``node`` that an ``Invalid <argument in words>: <value>`` message (torch's optimizers'
     wording) is about, when ``node`` sets it."""
+    said = next((name for start, name in _TORCH_SENTENCES.items() if message.startswith(start)), None)
+    if said is not None:
+        return said if said in node else None
     match = _INVALID.match(message)
     if match is None:
         return None
@@ -206,8 +211,18 @@ def _chain(err: BaseException, *, context: bool = False) -> list[BaseException]:
         chain.append(behind)
 
 
+# The longest line an error prints (and metrics.json keeps): a library's message can quote a whole input.
+MAX_LINE = 600
+
+
 def describe(err: BaseException) -> str:
-    """One line that says what is wrong and, where we know it, which setting to change and how."""
+    """One line that says what is wrong and, where we know it, which setting to change and how (at most
+    ``MAX_LINE`` characters)."""
+    line = _describe(err)
+    return line if len(line) <= MAX_LINE else f"{line[: MAX_LINE - 40]} ... ({len(line)} characters in all)"
+
+
+def _describe(err: BaseException) -> str:
     from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
     from omegaconf.errors import (
         ConfigKeyError,

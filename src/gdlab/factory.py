@@ -62,7 +62,14 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.
     validate.check_datamodule(cfg, datamodule)
     validate.check_data_model_loss(cfg, datamodule)
     with building("model", cfg.model):
-        net = instantiate(cfg.model, input_shape=datamodule.input_shape, num_outputs=datamodule.num_outputs)
+
+        def network() -> Any:
+            return instantiate(
+                cfg.model, input_shape=datamodule.input_shape, num_outputs=datamodule.num_outputs
+            )
+
+        validate.check_network_memory(cfg, datamodule, network)
+        net = network()
     validate.check_network_outputs(cfg, net, datamodule)
     with building("loss", cfg.loss):
         loss_fn = instantiate(cfg.loss)
@@ -111,6 +118,11 @@ def blame(cfg: DictConfig, err: BaseException) -> BaseException:
     for key, node in nodes:
         if isinstance(node, DictConfig) and quoted_argument(node, str(err)) is not None:
             found.append((key, node))
+    if (
+        len(found) > 1
+    ):  # e.g. a monitor: the scheduler's ("`monitor` key in lr scheduler dict") or a callback's
+        words = str(err).lower().replace("_", " ")
+        found = [(k, n) for k, n in found if k.rpartition(".")[2].replace("_", " ") in words] or found
     return SettingError(found[0][0], found[0][1], err) if len(found) == 1 else err
 
 

@@ -50,6 +50,7 @@ def task(cfg: DictConfig) -> float | None:
     run's last ``val/loss`` may come from before it diverged, so a sweeper (optuna) gets nothing and records
     the trial as failed, never as a good one."""
     checked(cfg, check_group_options)
+    checked(cfg, check_resume_or_checkpoint, cfg)
     if resuming(cfg.get("resume"), cfg.get("ckpt_path")):
         if in_multirun():
             raise ConfigError("resume continues one run: drop -m/--multirun (or resume each job on its own)")
@@ -69,6 +70,17 @@ def task(cfg: DictConfig) -> float | None:
         return None
     value = record.get(cfg.get("optimized_metric"))
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def check_resume_or_checkpoint(cfg: DictConfig) -> None:
+    """``resume`` continues a run from its own last.ckpt: a ``ckpt_path`` given with it would be dropped."""
+    resume, ckpt_path = cfg.get("resume"), cfg.get("ckpt_path")
+    if resume and ckpt_path:
+        raise ConfigError(
+            f"resume={resume} continues that run from its own checkpoints/last.ckpt, so ckpt_path={ckpt_path} "
+            "would be ignored: drop ckpt_path to continue the run, or drop resume to start a new run from "
+            "the checkpoint"
+        )
 
 
 def checked(cfg: DictConfig, check: Any, *args: Any) -> None:

@@ -57,6 +57,7 @@ SETTINGS: dict[str, tuple[Any, str, str]] = {
     "trainer.check_val_every_n_epoch": (*_OPT_INT, "trainer.check_val_every_n_epoch=1"),
     "trainer.num_sanity_val_steps": (*_OPT_INT, "trainer.num_sanity_val_steps=0"),
     "trainer.num_nodes": (*_INT, "trainer.num_nodes=1"),
+    "trainer.accumulate_grad_batches": (*_INT, "trainer.accumulate_grad_batches=1"),
     "trainer.val_check_interval": (
         lambda v: v is None or _NUMBER[0](v),
         "a number or null",
@@ -78,6 +79,7 @@ TRAINER_MINIMA = (
     ("num_sanity_val_steps", -1, 0),
     ("min_epochs", 0, 1),
     ("num_nodes", 1, 1),
+    ("accumulate_grad_batches", 1, 1),
 )
 
 
@@ -478,3 +480,29 @@ def check_world_size(cfg: DictConfig, datamodule: Any, trainer: Any) -> None:
             f"data.batch_size={batch_size} (the global batch) does not split evenly over the {world_size} "
             f"processes of trainer.devices x trainer.num_nodes: use a multiple of {world_size}"
         )
+
+
+def check_network_memory(cfg: DictConfig, datamodule: Any, build_network: Any) -> None:
+    """Before the network is allocated: ``build_network()`` on torch's meta device (shapes, no memory), and
+    the estimate of one training run's memory (``gdlab.vectorized.memory``: weights, gradients, step state,
+    a batch's activations) against what is free, so that ``model.hidden_sizes=[100000000]`` is one line
+    naming the model's settings instead of an allocator's error after a long wait."""
+    from gdlab.vectorized.memory import available_bytes, member_bytes, size
+
+    try:
+        with torch.device("meta"):
+            net = build_network()
+        need = member_bytes(net, datamodule, cfg)
+    except Exception:  # a network that cannot be built without memory: building it for real tells
+        return
+    free, where = available_bytes(cfg)
+    if need <= 0.9 * free:
+        return
+    params = sum(p.numel() for p in net.parameters())
+    node = OmegaConf.to_container(cfg.model, resolve=True)
+    settings = ", ".join(f"model.{k}={show(v)}" for k, v in node.items() if not str(k).startswith("_"))
+    raise ConfigError(
+        f"{choice(cfg, 'model')} ({settings}) needs about {size(need)} to train ({params:,} weights, their "
+        f"gradients and step state, a batch's activations), more than the {size(free)} free {where}: "
+        "make the network smaller"
+    )
