@@ -493,9 +493,9 @@ def check_network_memory(cfg: DictConfig, datamodule: Any, build_network: Any) -
         with torch.device("meta"):
             net = build_network()
         need = member_bytes(net, datamodule, cfg)
-    except Exception:  # a network that cannot be built without memory: building it for real tells
-        return
-    free, where = available_bytes(cfg)
+        free, where = available_bytes(cfg)
+    except Exception:  # a network that cannot be built without memory, a device that is not there:
+        return  # building them for real says what is wrong
     if need <= 0.9 * free:
         return
     params = sum(p.numel() for p in net.parameters())
