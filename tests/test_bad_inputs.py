@@ -135,6 +135,7 @@ CASES = [
     ("scheduler=plateau scheduler.monitor=val/nope", "scheduler.monitor", []),  # Lightning, in fit
     ("optimizer=nesterov optimizer.momentum=0", "optimizer.momentum", []),
     ("++trainer.accumulate_grad_batches=0", "trainer.accumulate_grad_batches", []),
+    ("callbacks=lr_monitor", "callbacks.lr_monitor", []),  # FAST has logger=none; Lightning, in fit
     ("data=csv data.path=latin1.csv", "data.path", []),  # not UTF-8
     ("data=csv data.path=wide.csv data.target=prize", "data.target", []),  # 5000 columns: a bounded line
     ("model=mlp model.hidden_sizes=[1000000000]", "model.hidden_sizes", []),  # refused before allocating

@@ -117,7 +117,7 @@ def _setting_line(key: str, node: Mapping[str, Any] | None, cause: BaseException
                 f"trainer: {message} Use trainer=cpu (or trainer.accelerator=auto) on a machine without it."
             )
         return f"trainer: {message}"
-    if isinstance(cause, (ValueError, TypeError)):
+    if isinstance(cause, (ValueError, TypeError)) or type(cause).__name__ == "MisconfigurationException":
         return f"{key}: {message}"
     return f"{key}: {type(cause).__name__}: {message}"
 
@@ -138,7 +138,9 @@ def quoted_argument(node: Mapping[str, Any], message: str) -> str | None:
             or (value == "" and "=''" not in message)
         ):
             continue
-        quoted = isinstance(value, str) and (f"'{value}'" in message or f"{name}={value!r}" in message)
+        quoted = isinstance(value, str) and any(
+            q in message for q in (f"'{value}'", f"`{value}`", f"{name}={value!r}")
+        )
         if (value != "" and f"{name}={value}" in message) or quoted:
             found.append(str(name))
     return found[0] if len(found) == 1 else None

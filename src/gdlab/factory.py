@@ -116,8 +116,11 @@ def blame(cfg: DictConfig, err: BaseException) -> BaseException:
     for group in ("callbacks", "logger"):
         nodes += [(f"{group}.{name}", node) for name, node in (cfg.get(group) or {}).items()]
     for key, node in nodes:
+        target = str(node.get("_target_", "")).rpartition(".")[2] if isinstance(node, DictConfig) else ""
         if isinstance(node, DictConfig) and quoted_argument(node, str(err)) is not None:
             found.append((key, node))
+        elif target and f"`{target}`" in str(err) and key.startswith(("callbacks.", "logger.")):
+            found.append((key, None))  # Lightning names the callback's class: `LearningRateMonitor`
     if (
         len(found) > 1
     ):  # e.g. a monitor: the scheduler's ("`monitor` key in lr scheduler dict") or a callback's
