@@ -279,8 +279,8 @@ def names_the_setting(line: str, override: str) -> bool:
 
 
 def _listing(folder: Path) -> set[str]:
-    """The folder's entries, less coverage.py's data files (the measuring of the tests, not of gdlab)."""
-    return {name for name in os.listdir(folder) if not name.startswith(".coverage")}
+    """The folder's entries, less coverage.py's and hypothesis's data (the tests' tools, not gdlab)."""
+    return {name for name in os.listdir(folder) if not name.startswith((".coverage", ".hypothesis"))}
 
 
 @pytest.mark.parametrize("shard", range(SHARDS))
