@@ -116,6 +116,8 @@ CASES = [
     ("trainer=ddp_cpu data.batch_size=63", "data.batch_size", []),
     ("paths.root=", "paths.root", []),
     ("hydra.run.dir=", "hydra.run.dir", []),
+    ("paths.output_dir=", "paths.output_dir", []),
+    ("callbacks.model_checkpoint.dirpath=", "callbacks.model_checkpoint.dirpath", []),
     ("+local=foo", "local", []),  # an optional group: Hydra alone would run without it
     ("local=foo", "local", []),
     ("data=mnist paths.data_dir=", "paths.data_dir", []),

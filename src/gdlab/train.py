@@ -37,7 +37,7 @@ from gdlab.runs.record import (
 )
 from gdlab.runs.resume import resumed_config, resuming
 from gdlab.runs.rundir import check_run_dir, run_overrides, save_config
-from gdlab.validate import check_group_options, check_settings
+from gdlab.validate import check_group_options, check_places, check_settings
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,7 @@ def task(cfg: DictConfig) -> float | None:
     run's last ``val/loss`` may come from before it diverged, so a sweeper (optuna) gets nothing and records
     the trial as failed, never as a good one."""
     checked(cfg, check_group_options)
+    checked(cfg, check_places, cfg)
     checked(cfg, check_resume_or_checkpoint, cfg)
     if resuming(cfg.get("resume"), cfg.get("ckpt_path")):
         if in_multirun():
@@ -89,8 +90,9 @@ def checked(cfg: DictConfig, check: Any, *args: Any) -> None:
     try:
         check(*args)
     except ConfigError as err:
-        if not cfg.get("resume"):
-            write_metrics(cfg.paths.output_dir, {}, status="failed", error=describe(err))
+        output_dir = cfg.paths.get("output_dir")
+        if not cfg.get("resume") and output_dir:
+            write_metrics(output_dir, {}, status="failed", error=describe(err))
         raise
 
 

@@ -103,6 +103,7 @@ def check_settings(cfg: DictConfig) -> None:
         if value is not missing and not ok(value):
             raise ConfigError(f"{key}={show(value)} must be {what}: pass e.g. {example}")
     check_finite(cfg)
+    check_places(cfg)
     if OmegaConf.select(cfg, "paths.data_dir", default=None) == "":
         raise ConfigError(
             "paths.data_dir is empty: datasets would be looked for (and downloaded) at the file system's "
@@ -175,6 +176,29 @@ def check_limit(key: str, value: Any) -> None:
             f"{setting} trains nothing (0 batches an epoch): pass a number of batches >= 1 or a fraction "
             "above 0, e.g. trainer.limit_train_batches=1.0"
         )
+
+
+# Settings that say where files go: empty, each would write into the directory the command runs in.
+PLACE_KEYS = ("output_dir", "dirpath", "default_root_dir", "save_dir")
+
+
+def check_places(cfg: DictConfig) -> None:
+    """No setting that says where files go is empty (``paths.output_dir=``, ``...model_checkpoint.dirpath=``):
+    a run writes only under ``paths.root`` or a directory given by name."""
+
+    def walk(node: Any, prefix: str) -> None:
+        for name, value in node.items():
+            key = f"{prefix}{name}"
+            if isinstance(value, dict):
+                walk(value, f"{key}.")
+            elif name in PLACE_KEYS and isinstance(value, str) and not value.strip():
+                raise ConfigError(
+                    f"{key} is empty: the run would write into the directory you run in; pass a directory, "
+                    "or leave the setting out (the run directory is the default)"
+                )
+
+    container = OmegaConf.to_container(cfg, resolve=False)
+    walk({k: v for k, v in container.items() if k != "hydra"}, "")
 
 
 def check_group_options() -> None:
