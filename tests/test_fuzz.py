@@ -145,10 +145,25 @@ def _leaves(node, prefix: str = "") -> list[str]:
 
 
 @functools.cache
-def leaves(combo: str, option: str = "") -> list[str]:
-    """The leaf settings of the config the combination and the option compose to (on first use)."""
+def _composed(combo: str, option: str = "") -> list[str]:
     overrides = ("paths.output_dir=/x", *BUDGET, *combo_args(combo), *option_args(option))
     return _leaves(compose_config("train", *overrides))
+
+
+# Groups whose options set keys anywhere in the config (``# @package _global_``).
+GLOBAL_GROUPS = ("debug", "experiment")
+
+
+@functools.cache
+def leaves(combo: str, option: str = "") -> list[str]:
+    """The leaf settings of the config the combination and the option compose to (on first use). An
+    option's own subtree does not depend on the data: it is composed once, not once per combination
+    (a composition costs about 0.12 s of CPU)."""
+    group = option.partition("=")[0]
+    if not option or group in GLOBAL_GROUPS:
+        return _composed(combo, option)
+    own = [key for key in _composed("linear", option) if key.startswith(f"{group}.")]
+    return [key for key in _composed(combo) if not key.startswith(f"{group}.")] + own
 
 
 @st.composite
