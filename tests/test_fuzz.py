@@ -243,7 +243,9 @@ FOUND = [
     ("polynomial-mlp", "", "model.hidden_sizes=[1000000000000000]"),  # an allocator's error after building
 ]
 # The draws are split into shards (tests of their own) so that pytest-xdist runs them side by side.
-SHARDS, PER_SHARD = 4, 75
+# 4 x 68 drawn + the found cases: about 290 runs, the CPU time the 300 draws over 3 combinations took before
+# options were drawn too (a run with an option costs a little more: callbacks, a CNN, a logger).
+SHARDS, PER_SHARD = 4, 68
 
 
 def _check(drawn: tuple[str, str, str], tmp_path_factory) -> None:
@@ -301,7 +303,7 @@ def _listing(folder: Path) -> set[str]:
 @pytest.mark.parametrize("shard", range(SHARDS))
 def test_every_drawn_input_completes_or_stops_in_one_line(shard, tmp_path_factory):
     """Hypothesis draws the inputs (each shard from its own seed) and runs each; then the test says how
-    many it tried (together, the shards try at least 300) and over how many options."""
+    many it tried (together, with the found cases, at least 290 runs) and over how many options."""
     tried = []
 
     @seed(shard)
@@ -318,4 +320,4 @@ def test_every_drawn_input_completes_or_stops_in_one_line(shard, tmp_path_factor
     print(
         f"\nshard {shard}: {len(tried)} drawn inputs tried ({len(set(tried))} distinct, {len(drawn_options)} options)"
     )
-    assert len(tried) >= PER_SHARD and SHARDS * PER_SHARD >= 300
+    assert len(tried) >= PER_SHARD and SHARDS * PER_SHARD + len(FOUND) >= 290
