@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -63,6 +64,7 @@ def _corrupt(folder: Path) -> None:
 
 
 LINEAR_CKPT = "<a linear run's last.ckpt>"
+LINEAR_RUN = "<a linear run>"
 # (the input as docs/errors.md shows it, the setting the line must name (None: the command line itself),
 #  what else the case needs that the docs leave out). Each runs as `python train.py <input>` from a fresh
 #  directory; the line must name the setting and its value, and be the one docs/errors.md shows.
@@ -107,8 +109,17 @@ CASES = [
     ("trainer.devices=0", "trainer.devices", []),
     ("trainer.devices=1000000000000000", "trainer.devices", []),  # Lightning: a MemoryError listing them
     ("trainer.precision=bogus", "trainer.precision", []),
+    ("trainer.num_nodes=1000000000000000", "trainer.num_nodes", []),
+    ("trainer.limit_train_batches=-1", "trainer.limit_train_batches", []),
+    ("trainer.limit_val_batches=1.5", "trainer.limit_val_batches", []),
+    ("trainer.limit_train_batches=0", "trainer.limit_train_batches", []),
     ("trainer=ddp_cpu data.batch_size=63", "data.batch_size", []),
     ("paths.root=", "paths.root", []),
+    ("hydra.run.dir=", "hydra.run.dir", []),
+    ("paths.output_dir=", "paths.output_dir", []),
+    ("callbacks.model_checkpoint.dirpath=", "callbacks.model_checkpoint.dirpath", []),
+    ("+local=foo", "local", []),  # an optional group: Hydra alone would run without it
+    ("local=foo", "local", []),
     ("data=mnist paths.data_dir=", "paths.data_dir", []),
     ("paths.root=a_file/x", "paths.root", []),
     ("data=csv", "data.path", []),
@@ -118,6 +129,19 @@ CASES = [
     ("ckpt_path=nope.ckpt", "ckpt_path", []),
     ("ckpt_path=garbage.ckpt", "ckpt_path", []),
     (f"model=mlp ckpt_path={LINEAR_CKPT}", "ckpt_path", []),
+    (f"resume=<a linear run> ckpt_path={LINEAR_CKPT}", "ckpt_path", []),
+    ("scheduler=step scheduler.gamma=-1", "scheduler.gamma", []),
+    ("scheduler=step scheduler.step_size=0", "scheduler.step_size", []),
+    ("scheduler=cosine scheduler.T_max=0", "scheduler.T_max", []),
+    ("scheduler=plateau scheduler.factor=2", "scheduler.factor", []),
+    ("scheduler=plateau scheduler.monitor=val/nope", "scheduler.monitor", []),  # Lightning, in fit
+    ("optimizer=nesterov optimizer.momentum=0", "optimizer.momentum", []),
+    ("++trainer.accumulate_grad_batches=0", "trainer.accumulate_grad_batches", []),
+    ("callbacks=lr_monitor", "callbacks.lr_monitor", []),  # FAST has logger=none; Lightning, in fit
+    ("data=csv data.path=latin1.csv", "data.path", []),  # not UTF-8
+    ("data=csv data.path=wide.csv data.target=prize", "data.target", []),  # 5000 columns: a bounded line
+    ("model=mlp model.hidden_sizes=[1000000000]", "model.hidden_sizes", []),  # refused before allocating
+    ("data.n_samples=10000000000", "data.n_samples", []),
     ("resume=outputs/runs/nope", "resume", []),
     ("resume=last", "resume", []),
 ]
@@ -145,15 +169,23 @@ def test_bad_input_is_one_documented_line_naming_the_setting_and_its_value(
     (tmp_path / "data" / "mnist").mkdir(parents=True)
     (tmp_path / "houses.csv").write_text("area,rooms,age,price\n" + "50,2,10,100\n" * 20)
     (tmp_path / "text.csv").write_text("area,rooms,age,price\n50,2,10,100\n60,3,n/a,120\n")
+    (tmp_path / "latin1.csv").write_bytes("área,price\n50,100\n".encode("latin-1"))
+    (tmp_path / "wide.csv").write_text(",".join(f"c{i}" for i in range(5000)) + "\n" + "1," * 4999 + "1\n")
     if "{corrupt}" in extra:
         _corrupt(tmp_path / "data" / "mnist")
-    args = shown.replace(LINEAR_CKPT, str(linear_ckpt)).split()
+    args = (
+        shown.replace(LINEAR_CKPT, str(linear_ckpt)).replace(LINEAR_RUN, str(linear_ckpt.parents[1])).split()
+    )
     line = _cli(monkeypatch, capfd, entry.train_main, *FAST, *args)  # capfd: trainer=ddp_cpu's child too
+    assert len(line) < 800, line[:1000]
     if setting is not None:
         value, plain = value_of(setting, args), line.replace('"', "").replace(" ", "")
         assert setting in line and (not value or value.replace(" ", "") in plain), line
-    assert_documented(shown, line, {str(tmp_path): "<cwd>", str(linear_ckpt): LINEAR_CKPT})
+    places = {str(tmp_path): "<cwd>", str(linear_ckpt): LINEAR_CKPT, str(linear_ckpt.parents[1]): LINEAR_RUN}
+    line = re.sub(r"(the|machine's) [\d.]+ GiB (free|of memory)", r"\1 <N> GiB \2", line)  # this machine's
+    assert_documented(shown, line, places)
     _no_run_looks_finished(tmp_path / "outputs")
+    assert json.loads((linear_ckpt.parents[1] / "metrics.json").read_text())["status"] == "completed"
 
 
 @pytest.mark.parametrize("trainer", ["gpu", "ddp"])
@@ -167,6 +199,33 @@ def test_gpu_trainer_without_gpu(monkeypatch, capsys, tmp_path, trainer):
     assert json.loads(next(tmp_path.rglob("metrics.json")).read_text())["error"].startswith(
         "trainer: No supported"
     )
+
+
+def test_an_empty_run_or_sweep_dir_writes_nothing(monkeypatch, capsys, tmp_path):
+    """Hydra would write the run (or the sweep's jobs) into the directory the command runs in."""
+    monkeypatch.chdir(tmp_path)
+    line = _cli(monkeypatch, capsys, entry.train_main, "-m", "hydra.sweep.dir=", "seed=0,1", *FAST)
+    assert_documented("-m hydra.sweep.dir=", line)
+    line = _cli(monkeypatch, capsys, entry.train_main, *FAST, "hydra.run.dir=''")
+    assert line.startswith("error: hydra.run.dir is empty")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "shown",
+    [
+        "python eval.py ckpt_path=<a linear run's last.ckpt> predict=sometimes",
+        "python eval.py ckpt_path=<a linear run's last.ckpt> predict=true predict_batch_size=0",
+        "python eval.py ckpt_path=<a linear run's last.ckpt> data=lineer",
+    ],
+)
+def test_eval_settings_that_cannot_mean_what_was_meant(monkeypatch, capsys, tmp_path, linear_ckpt, shown):
+    """``predict=sometimes`` would read as true, ``predict_batch_size=0`` divide by zero, and eval.py's
+    optional ``data`` group would skip a misspelt option without a word."""
+    args = shown.replace(LINEAR_CKPT, str(linear_ckpt)).split()[2:]
+    line = _cli(monkeypatch, capsys, entry.eval_main, *args, f"paths.root={tmp_path}")
+    assert_documented(shown, line, {str(linear_ckpt): LINEAR_CKPT})
+    _no_run_looks_finished(tmp_path)
 
 
 def test_a_finished_run_is_never_overwritten(monkeypatch, capsys, tmp_path, linear_ckpt):

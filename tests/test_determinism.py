@@ -4,11 +4,12 @@ of a resumed epoch is the uninterrupted one."""
 import itertools
 import json
 
+import pytest
 import torch
 
 from gdlab.data import InMemoryBatches
 from gdlab.train import train
-from tests.conftest import make_cfg
+from tests.conftest import make_cfg, run_train
 
 RUN = ("data.n_samples=300", "data.batch_size=16", "trainer.max_epochs=2", "logger=none", "callbacks=minimal")
 
@@ -66,3 +67,39 @@ def test_batches_state_of_another_epoch_or_a_finished_pass_starts_from_the_top()
         batches = InMemoryBatches(x, batch_size=7, shuffle=False)
         batches.load_state_dict(state)
         assert [len(b[0]) for b in batches] == [7, 7, 6]
+
+
+def test_the_closed_form_optimum_has_the_same_bits_wherever_the_data_lies_in_memory():
+    """MKL's default least-squares driver (gelsy) gave different last digits for the same matrix at other
+    memory alignments, so two processes with the same seed wrote different diag/dist_to_optimum."""
+    from gdlab.analysis import least_squares
+
+    torch.manual_seed(0)
+    X, y = torch.randn(2000, 50, dtype=torch.float64), torch.randn(2000, dtype=torch.float64)
+    X[:, -1] = 2 * X[:, 0]  # rank-deficient: the minimum-norm solution
+    solutions = set()
+    for offset in range(8):  # the same values at 8 alignments
+        Xs = torch.empty(X.numel() + offset, dtype=X.dtype)[offset:].view(X.shape).copy_(X)
+        ys = torch.empty(y.numel() + offset, dtype=y.dtype)[offset:].copy_(y)
+        w, b, _ = least_squares(Xs, ys)
+        solutions.add(torch.cat([w, b.reshape(1)]).numpy().tobytes())
+    assert len(solutions) == 1
+    w, b, _ = least_squares(X, y)
+    w_ref = torch.linalg.pinv(torch.cat([X, torch.ones(len(X), 1, dtype=X.dtype)], 1)) @ y
+    assert torch.allclose(torch.cat([w, b.reshape(1)]), w_ref, atol=1e-10)
+
+
+@pytest.mark.slow
+def test_the_default_run_twice_in_two_processes_writes_the_same_metrics_bytes(tmp_path):
+    """``python train.py`` (the default run, its closed-form diagnostics and logger included; 2 epochs) and
+    the same with an MLP, twice, each time in a new process: metrics.json byte for byte."""
+    written = []
+    for attempt in ("a", "b"):
+        proc = run_train("-m", "model=linear,mlp", "trainer.max_epochs=2", f"paths.root={tmp_path / attempt}")
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        (sweep,) = (tmp_path / attempt / "multirun").iterdir()
+        jobs = sorted(sweep.glob("*/metrics.json"))
+        assert len(jobs) == 2
+        written.append([job.read_bytes() for job in jobs])
+    assert written[0] == written[1]
+    assert b"diag/dist_to_optimum" in written[0][0]  # the default run's closed-form diagnostics

@@ -1,10 +1,13 @@
-"""Generated bad inputs: every leaf setting of the composed config of each data x model x loss combination
-(read from the config itself, so a new setting is covered without editing this file) gets a wrong type,
-zero, a negative, nan, inf, a huge number, an empty string or list, a list of the wrong length; plus
-unknown keys and unknown group options. Each run (tiny budget; the real entry point, `python train.py`,
-in this process) ends in exactly one of: exit status 0 with finite metrics, or exit status 1 with one
-error line on stderr naming the setting by its full key. Never a run past its budget, never a file outside paths.root, never
-"completed" over a NaN. tests/test_bad_inputs.py checks the command line itself on the listed cases."""
+"""Generated bad inputs through the real entry point (`python train.py`, in this process). A draw picks a
+data x model x loss combination, then (most of the time) an option of one of the other groups (an optimizer,
+a scheduler, a callback set, a trainer, a debug mode, an experiment, a logger, the module), then a leaf
+setting of the config those compose to (read from the config itself, so a new option or setting is covered
+without editing this file), and gives it a wrong type, zero, a negative, nan, inf, a huge number, an empty
+string or list, a list of the wrong length; or it names an unknown key, or an unknown option of any group
+(optional ones included). Each run (tiny data, at most 3 steps, no logger) ends in exactly one of: exit
+status 0 with finite metrics, or exit status 1 with one error line on stderr naming the setting by its full
+key. Never a run past its budget, never a file outside paths.root, never "completed" over a NaN.
+tests/test_bad_inputs.py checks the command line itself on the listed cases."""
 
 from __future__ import annotations
 
@@ -25,16 +28,26 @@ from hypothesis import HealthCheck, example, given, seed, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
+import gdlab.conf
 from tests.conftest import compose_config, unmeasured_here
 
 pytestmark = pytest.mark.slow  # the fast tier stays fast; CI runs it
 
-# The budget every drawn run trains under (the drawn override comes last and may change one of these).
+# The budget every drawn run trains under (the drawn option and setting come last and may change one of these).
 BUDGET = ("trainer.max_epochs=1", "trainer.max_steps=3", "logger=none", "callbacks=minimal", "trainer=cpu")
+CSV_ROWS = "a,b,y\n" + "".join(f"{i % 7},{i % 5},{i % 3}\n" for i in range(40))
 COMBOS = {
     "linear": ("data.n_samples=60",),
     "polynomial-mlp": ("data=polynomial", "data.n_samples=60", "model=mlp", "model.hidden_sizes=[4]"),
     "digits-cross_entropy": ("data=digits", "loss=cross_entropy", "data.batch_size=32"),
+    "digits-cnn": (
+        "data=digits",
+        "loss=cross_entropy",
+        "model=cnn",
+        "model.channels=[2]",
+        "model.hidden_size=4",
+    ),
+    "csv": ("data=csv", "data.path={csv}", "data.target=y"),
 }
 # Settings that say where to write or what to print, not what to train: drawn values there are covered
 # by the bad-input table (an empty paths.root, resume and ckpt_path of every kind).
@@ -45,6 +58,30 @@ PLACES = (
     "save_dir",
     "data_dir",
 )  # where files go: a path is the user's choice
+# The groups whose options are drawn (data, model and loss come with the combination). Left out, with why:
+# the options that start a sweep (their jobs: tests/test_multirun.py, tests/test_experiments.py), need a
+# GPU or start processes (tests/test_cuda.py, tests/test_ddp.py), or a network or an account (MNIST's
+# download, MLflow, W&B: tests/test_data.py, tests/test_loggers.py).
+OPTION_GROUPS = ("optimizer", "scheduler", "callbacks", "trainer", "debug", "experiment", "logger", "module")
+LEFT_OUT = {
+    "experiment": ("lr_regimes", "lr_scan", "nonconvex"),
+    "trainer": ("gpu", "ddp", "ddp_cpu"),
+    "logger": ("mlflow", "wandb"),
+}
+# What an option needs to run under BUDGET: the experiments set the linear data's own settings (and the
+# pictures that callbacks=minimal leaves out); the warm-up of warmup_cosine (2 epochs) must end before its
+# total (trainer.max_epochs, 1 here); the lr monitor writes to a logger; early stopping needs a validation
+# before max_steps ends the epoch.
+FITS = {"experiment": ("linear",)}
+NEEDS = {
+    "scheduler=warmup_cosine": ("scheduler.total_epochs=3",),
+    "experiment=diverge": ("callbacks.pictures=null",),
+    "experiment=lecture": ("callbacks.pictures=null",),
+    "callbacks=lr_monitor": ("logger=csv",),
+    "callbacks=early_stopping": ("trainer.limit_train_batches=3",),
+}
+# Every group, optional ones included, for the unknown-option draws.
+GROUPS = ("data", "model", "loss", *OPTION_GROUPS, "hparams_search", "local", "+local", "paths")
 BAD_VALUES = [
     "abc",
     "0",
@@ -63,6 +100,40 @@ BAD_VALUES += ["null", "true", "{a: 1}"]
 SECONDS_PER_RUN = 60
 
 
+@functools.cache
+def csv_file() -> str:
+    """A small csv file (3 columns, 40 rows) for the csv combination, written once per test process."""
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix="gdlab-fuzz-")) / "table.csv"
+    path.write_text(CSV_ROWS)
+    return str(path)
+
+
+def combo_args(combo: str) -> tuple[str, ...]:
+    return tuple(arg.replace("{csv}", csv_file()) for arg in COMBOS[combo])
+
+
+def option_args(option: str) -> tuple[str, ...]:
+    return (option, *NEEDS.get(option, ())) if option else ()
+
+
+@functools.cache
+def options() -> list[str]:
+    """Every option of the drawn groups as ``group=option``, less those left out (see LEFT_OUT)."""
+    folder = Path(gdlab.conf.__file__).parent
+    found = []
+    for group in OPTION_GROUPS:
+        names = sorted(p.stem for p in (folder / group).glob("*.yaml"))
+        found += [f"{group}={name}" for name in names if name not in LEFT_OUT.get(group, ())]
+    return found
+
+
+def fits(combo: str, option: str) -> bool:
+    group = option.partition("=")[0]
+    return not option or combo in FITS.get(group, (combo,))
+
+
 def _leaves(node, prefix: str = "") -> list[str]:
     keys = []
     for name, value in node.items():
@@ -74,24 +145,40 @@ def _leaves(node, prefix: str = "") -> list[str]:
 
 
 @functools.cache
-def leaves(combo: str) -> list[str]:
-    """The leaf settings of the combination's composed config (composed on first use, not at collection)."""
-    return _leaves(compose_config("train", "paths.output_dir=/x", *BUDGET, *COMBOS[combo]))
+def _composed(combo: str, option: str = "") -> list[str]:
+    overrides = ("paths.output_dir=/x", *BUDGET, *combo_args(combo), *option_args(option))
+    return _leaves(compose_config("train", *overrides))
 
 
-GROUPS = ("data", "model", "loss", "optimizer", "trainer", "logger", "callbacks", "debug", "experiment")
+# Groups whose options set keys anywhere in the config (``# @package _global_``).
+GLOBAL_GROUPS = ("debug", "experiment")
+
+
+@functools.cache
+def leaves(combo: str, option: str = "") -> list[str]:
+    """The leaf settings of the config the combination and the option compose to (on first use). An
+    option's own subtree does not depend on the data: it is composed once, not once per combination
+    (a composition costs about 0.12 s of CPU)."""
+    group = option.partition("=")[0]
+    if not option or group in GLOBAL_GROUPS:
+        return _composed(combo, option)
+    own = [key for key in _composed("linear", option) if key.startswith(f"{group}.")]
+    return [key for key in _composed(combo) if not key.startswith(f"{group}.")] + own
 
 
 @st.composite
-def drawn_inputs(draw) -> tuple[str, str]:
+def drawn_inputs(draw) -> tuple[str, str, str]:
+    """(combination, option override or "", the drawn override)."""
     combo = draw(st.sampled_from(sorted(COMBOS)))
     kind = draw(st.sampled_from(["leaf"] * 8 + ["unknown-key", "unknown-option"]))
-    if kind == "unknown-key":
-        key = draw(st.sampled_from(leaves(combo))).rsplit(".", 1)[0] + ".no_such_setting"
-        return combo, f"{key}={draw(st.sampled_from(BAD_VALUES))}"
     if kind == "unknown-option":
-        return combo, f"{draw(st.sampled_from(GROUPS))}=no_such_option"
-    return combo, f"{draw(st.sampled_from(leaves(combo)))}={draw(st.sampled_from(BAD_VALUES))}"
+        return combo, "", f"{draw(st.sampled_from(GROUPS))}=no_such_option"
+    fitting = [o for o in options() if fits(combo, o)]
+    option = draw(st.sampled_from(["", "", *fitting]))  # a third of the draws on the combination alone
+    key = draw(st.sampled_from(leaves(combo, option)))
+    if kind == "unknown-key":
+        key = key.rsplit(".", 1)[0] + ".no_such_setting"
+    return combo, option, f"{key}={draw(st.sampled_from(BAD_VALUES))}"
 
 
 class _TooLong(BaseException):  # not an Exception: the entry point must not turn it into an error line
@@ -102,12 +189,13 @@ def _stop(*_):
     raise _TooLong
 
 
-def _run(root: Path, combo: str, override: str) -> tuple[int, str]:
-    """``python train.py <budget> <override>`` in this process (the real entry point: Hydra's command line,
-    the run directory, the one-line errors): its exit status and what it printed to stderr."""
+def _run(root: Path, combo: str, option: str, override: str) -> tuple[int, str]:
+    """``python train.py <budget> <combination> <option> <override>`` in this process (the real entry point:
+    Hydra's command line, the run directory, the one-line errors): its exit status and what it printed to
+    stderr."""
     from gdlab import entry
 
-    args = (*BUDGET, *COMBOS[combo], f"paths.root={root}", override)
+    args = (*BUDGET, *combo_args(combo), *option_args(option), f"paths.root={root}", override)
     previous = signal.signal(signal.SIGALRM, _stop)
     signal.alarm(SECONDS_PER_RUN)
     stderr = io.StringIO()
@@ -129,37 +217,54 @@ def _run(root: Path, combo: str, override: str) -> tuple[int, str]:
 
 # Found by this test, kept as explicit cases (run by the first shard):
 FOUND = [
-    ("linear", "data.n_samples=abc"),  # was a TypeError from inside the datamodule
-    ("linear", "data.noise_std=nan"),  # ended "diverged", blaming the learning rate
-    ("linear", "optimizer.lr=1e15"),  # completed with nan val/test metrics
-    ("linear", "trainer.max_epochs=-1"),  # with max_steps -1: trained forever
-    ("linear", "seed=null"),  # a TypeError from the range check
-    ("linear", "trainer.accelerator=1e15"),  # Lightning's message without the setting
-    ("polynomial-mlp", "model.hidden_sizes=[]"),  # trained a linear model silently
-    ("digits-cross_entropy", "callbacks.model_checkpoint.monitor=''"),  # an assert inside fit
-    ("linear", "trainer.check_val_every_n_epoch=0"),  # a modulo by zero inside fit
-    ("linear", "data.shuffle_seed=1000000000000000"),  # an overflow inside fit
-    ("linear", "trainer.devices=1000000000000000"),  # "trainer: MemoryError" (Lightning lists the devices)
-    ("linear", "data.n_samples=1000000000000000"),  # "data: RuntimeError: [enforce fail at alloc_cpu.cpp]"
-    ("polynomial-mlp", "data.degree=1000000000000000"),  # the same, from the powers of x
+    ("linear", "", "data.n_samples=abc"),  # was a TypeError from inside the datamodule
+    ("linear", "", "data.noise_std=nan"),  # ended "diverged", blaming the learning rate
+    ("linear", "", "optimizer.lr=1e15"),  # completed with nan val/test metrics
+    ("linear", "", "trainer.max_epochs=-1"),  # with max_steps -1: trained forever
+    ("linear", "", "seed=null"),  # a TypeError from the range check
+    ("linear", "", "trainer.accelerator=1e15"),  # Lightning's message without the setting
+    ("polynomial-mlp", "", "model.hidden_sizes=[]"),  # trained a linear model silently
+    ("digits-cross_entropy", "", "callbacks.model_checkpoint.monitor=''"),  # an assert inside fit
+    ("linear", "", "trainer.check_val_every_n_epoch=0"),  # a modulo by zero inside fit
+    ("linear", "", "data.shuffle_seed=1000000000000000"),  # an overflow inside fit
+    # "trainer: MemoryError" (Lightning lists the devices)
+    ("linear", "", "trainer.devices=1000000000000000"),
+    # "data: RuntimeError: [enforce fail at alloc_cpu.cpp]"
+    ("linear", "", "data.n_samples=1000000000000000"),
+    ("polynomial-mlp", "", "data.degree=1000000000000000"),  # the same, from the powers of x
+    ("linear", "", "trainer.num_nodes=1000000000000000"),  # a child process, its line not in this process
+    ("linear", "", "trainer.limit_train_batches=-1"),  # "trainer: You have passed invalid value -1 ..."
+    ("linear", "scheduler=step", "scheduler.gamma=-1"),  # a negative lr, then advice to lower optimizer.lr
+    ("linear", "scheduler=step", "scheduler.step_size=0"),  # a ZeroDivisionError inside fit
+    ("linear", "scheduler=plateau", "scheduler.factor=1e15"),  # "scheduler: Factor should be < 1.0."
+    ("linear", "optimizer=nesterov", "optimizer.momentum=0"),  # "optimizer: Nesterov momentum requires ..."
+    ("linear", "", "trainer.accumulate_grad_batches=0"),  # a ZeroDivisionError inside fit
+    ("linear", "", "trainer.limit_train_batches=0"),  # 0 steps, recorded "completed"
+    ("polynomial-mlp", "", "model.hidden_sizes=[1000000000000000]"),  # an allocator's error after building
 ]
 # The draws are split into shards (tests of their own) so that pytest-xdist runs them side by side.
+# 4 x 75 drawn + the found cases: over 320 runs (the drawn ones unmeasured by coverage, which would double their time)
+# options were drawn too (a run with an option costs a little more: callbacks, a CNN, a logger).
 SHARDS, PER_SHARD = 4, 75
 
 
-def _check(drawn: tuple[str, str], tmp_path_factory) -> None:
-    combo, override = drawn
+def _check(drawn: tuple[str, str, str], tmp_path_factory) -> None:
+    combo, option, override = drawn
     root = tmp_path_factory.mktemp("fuzz")
     cwd = Path.cwd()
     before = _listing(cwd)
-    code, err = _run(root, combo, override)
+    code, err = _run(root, combo, option, override)
     assert _listing(cwd) == before, f"{override} wrote outside paths.root"
     records = [json.loads(p.read_text()) for p in root.rglob("metrics.json")]
     if code == 0:
         assert "error: " not in err, (override, err[-2000:])
-        assert [r["status"] for r in records] in (["completed"], ["diverged"]), (override, records)
+        assert [r["status"] for r in records] in (["completed"], ["stopped_early"], ["diverged"]), (
+            option,
+            override,
+            records,
+        )
         record = records[0]
-        if record["status"] == "completed":
+        if record["status"] != "diverged":
             numbers = {k: v for k, v in record.items() if k.split("/")[0] in ("train", "val", "test")}
             assert all(isinstance(v, float | int) and math.isfinite(v) for v in numbers.values()), (
                 override,
@@ -191,14 +296,14 @@ def names_the_setting(line: str, override: str) -> bool:
 
 
 def _listing(folder: Path) -> set[str]:
-    """The folder's entries, less coverage.py's data files (the measuring of the tests, not of gdlab)."""
-    return {name for name in os.listdir(folder) if not name.startswith(".coverage")}
+    """The folder's entries, less coverage.py's and hypothesis's data (the tests' tools, not gdlab)."""
+    return {name for name in os.listdir(folder) if not name.startswith((".coverage", ".hypothesis"))}
 
 
 @pytest.mark.parametrize("shard", range(SHARDS))
 def test_every_drawn_input_completes_or_stops_in_one_line(shard, tmp_path_factory):
     """Hypothesis draws the inputs (each shard from its own seed) and runs each; then the test says how
-    many it tried (together, the shards try at least 300)."""
+    many it tried (together, at least 300 drawn, plus the found cases) and over how many options."""
     tried = []
 
     @seed(shard)
@@ -214,5 +319,8 @@ def test_every_drawn_input_completes_or_stops_in_one_line(shard, tmp_path_factor
     for found in FOUND if shard == 0 else []:
         check = example(drawn=found)(check)
     check()
-    print(f"\nshard {shard}: {len(tried)} drawn inputs tried ({len(set(tried))} distinct)")
+    drawn_options = {option for _, option, _ in tried if option}
+    print(
+        f"\nshard {shard}: {len(tried)} drawn inputs tried ({len(set(tried))} distinct, {len(drawn_options)} options)"
+    )
     assert len(tried) >= PER_SHARD and SHARDS * PER_SHARD >= 300

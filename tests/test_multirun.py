@@ -171,9 +171,9 @@ def test_optuna_search_over_lr_and_width(tmp_path):
     sweep, jobs = _jobs(tmp_path)  # hparams_search=lr_optuna is a multirun without -m
     assert len(jobs) == 3, proc.stderr[-3000:]
     statuses = [json.loads((job / "metrics.json").read_text())["status"] for job in jobs]
-    # lr up to 1.0 can diverge (no guard with callbacks=none): the search goes on, the exit status says so
+    # lr up to 1.0 can diverge (no guard with callbacks=none): a diverged trial is a result of the search
     assert set(statuses) <= {"completed", "diverged"}
-    assert proc.returncode == (0 if set(statuses) == {"completed"} else 1), proc.stderr[-3000:]
+    assert proc.returncode == 0, proc.stderr[-3000:]
     trials = []
     for job in jobs:
         record = json.loads((job / "metrics.json").read_text())

@@ -187,3 +187,35 @@ def test_early_stopped_jobs_are_results_not_failures(tmp_path):
     assert "did not complete" not in summary_title(summary)
     fig = summary_figure(summary)
     assert not [line for ax in fig.axes for line in ax.get_lines() if line.get_marker() == "x"]
+
+
+@pytest.mark.parametrize(
+    ("sweeper", "exits"),
+    [
+        ("hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper", False),  # a search: a result
+        ("hydra._internal.core_plugins.basic_sweeper.BasicSweeper", True),  # a grid: did not complete
+        ("gdlab.integrations.hydra_sweeper.GdlabSweeper", True),
+    ],
+)
+def test_a_search_counts_a_diverged_trial_as_a_result(tmp_path, capsys, sweeper, exits):
+    """optuna over lr up to 1.0 is meant to find where training diverges: the search exits 0 and its summary
+    still names the diverged trial; a grid sweep of the same jobs exits 1, and a failed trial fails both."""
+    pytest.importorskip(sweeper.rpartition(".")[0])
+    from gdlab.runs.sweep import SweepSummary
+
+    sweep = make_sweep(tmp_path)
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}, "sweeper": {"_target_": sweeper}}})
+    callback = SweepSummary()
+    if exits:
+        with pytest.raises(SystemExit):
+            callback.on_multirun_end(config)
+        assert "1 of 6 sweep jobs did not complete (1 diverged)" in capsys.readouterr().err
+    else:
+        callback.on_multirun_end(config)
+        assert "error:" not in capsys.readouterr().err
+    assert "diverged: loss is inf at step 3" in (sweep / "summary.md").read_text()
+    failed = [*JOBS, (["optimizer.lr=-1", "seed=0"], {"status": "failed", "error": "optimizer.lr=-1: ..."})]
+    config.hydra.sweep.dir = str(make_sweep(tmp_path / "failed", failed))
+    with pytest.raises(SystemExit):
+        callback.on_multirun_end(config)
+    assert "sweep jobs did not complete" in capsys.readouterr().err

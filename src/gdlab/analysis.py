@@ -52,11 +52,14 @@ def least_squares(X: Tensor, y: Tensor, bias: bool = True) -> LeastSquares:
     """The minimiser ``(w, b)`` of the MSE and its loss ``L*``, via ``torch.linalg.lstsq`` on ``[X 1]``.
 
     ``bias=False`` fits ``y = X w`` (then ``b`` is zero). Rank-deficient ``X`` gets the minimum-norm
-    solution on CPU (lstsq's default driver there handles it).
+    solution on CPU. There the SVD driver ``gelsd`` gives the same bits for the same data in every process;
+    lstsq's default ``gelsy`` (QR with column pivoting) on MKL varies in the last digits with where the
+    tensors lie in memory, and so did the diagnostics of two runs with the same seed.
     """
     A = design_matrix(X, bias)
     target = y.unsqueeze(1) if y.ndim == 1 else y
-    theta = torch.linalg.lstsq(A, target).solution
+    driver = "gelsd" if A.device.type == "cpu" else None  # CUDA has one driver (gels)
+    theta = torch.linalg.lstsq(A, target, driver=driver).solution
     w = theta[: X.shape[1]]
     b = theta[X.shape[1]] if bias else torch.zeros(target.shape[1], dtype=X.dtype, device=X.device)
     if y.ndim == 1:

@@ -117,7 +117,7 @@ def _setting_line(key: str, node: Mapping[str, Any] | None, cause: BaseException
                 f"trainer: {message} Use trainer=cpu (or trainer.accelerator=auto) on a machine without it."
             )
         return f"trainer: {message}"
-    if isinstance(cause, (ValueError, TypeError)):
+    if isinstance(cause, (ValueError, TypeError)) or type(cause).__name__ == "MisconfigurationException":
         return f"{key}: {message}"
     return f"{key}: {type(cause).__name__}: {message}"
 
@@ -138,7 +138,9 @@ def quoted_argument(node: Mapping[str, Any], message: str) -> str | None:
             or (value == "" and "=''" not in message)
         ):
             continue
-        quoted = isinstance(value, str) and (f"'{value}'" in message or f"{name}={value!r}" in message)
+        quoted = isinstance(value, str) and any(
+            q in message for q in (f"'{value}'", f"`{value}`", f"{name}={value!r}")
+        )
         if (value != "" and f"{name}={value}" in message) or quoted:
             found.append(str(name))
     return found[0] if len(found) == 1 else None
@@ -146,12 +148,17 @@ def quoted_argument(node: Mapping[str, Any], message: str) -> str | None:
 
 # torch.optim names the argument in words: "Invalid learning rate: -1", "Invalid beta parameter at index 1: 2".
 _TORCH_WORDS = {"learning rate": "lr", "epsilon": "eps", "beta": "betas"}
+# torch's sentences that name an argument in words of their own (SGD's nesterov=True without momentum).
+_TORCH_SENTENCES = {"Nesterov momentum requires a momentum": "momentum"}
 _INVALID = re.compile(r"^Invalid ([\w ]+?)(?: value| parameter)?(?: at index \d+)?: ")
 
 
 def worded_argument(node: Mapping[str, Any], message: str) -> str | None:
     """The argument of ``node`` that an ``Invalid <argument in words>: <value>`` message (torch's optimizers'
     wording) is about, when ``node`` sets it."""
+    said = next((name for start, name in _TORCH_SENTENCES.items() if message.startswith(start)), None)
+    if said is not None:
+        return said if said in node else None
     match = _INVALID.match(message)
     if match is None:
         return None
@@ -180,6 +187,17 @@ def show(value: Any) -> str:
     return str(value)
 
 
+# The one group whose folder may not exist: conf/local/ is git-ignored (one's own settings).
+LOCAL_GROUP = "local"
+
+
+def unknown_option(group: str, option: str, options: list[str]) -> str:
+    """The line for a group option that does not exist (``model=mlpp``, ``+local=foo``)."""
+    if options:
+        return f"{group}={option} is not an option: choose one of {', '.join(sorted(options))}"
+    return f"{group}={option} is not an option: conf/{group}/ has none (add conf/{group}/{option}.yaml)"
+
+
 def first_line(err: BaseException | str) -> str:
     return next((line.strip() for line in str(err).splitlines() if line.strip()), "")
 
@@ -195,8 +213,18 @@ def _chain(err: BaseException, *, context: bool = False) -> list[BaseException]:
         chain.append(behind)
 
 
+# The longest line an error prints (and metrics.json keeps): a library's message can quote a whole input.
+MAX_LINE = 600
+
+
 def describe(err: BaseException) -> str:
-    """One line that says what is wrong and, where we know it, which setting to change and how."""
+    """One line that says what is wrong and, where we know it, which setting to change and how (at most
+    ``MAX_LINE`` characters)."""
+    line = _describe(err)
+    return line if len(line) <= MAX_LINE else f"{line[: MAX_LINE - 40]} ... ({len(line)} characters in all)"
+
+
+def _describe(err: BaseException) -> str:
     from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
     from omegaconf.errors import (
         ConfigKeyError,
@@ -208,7 +236,7 @@ def describe(err: BaseException) -> str:
     if isinstance(err, MissingConfigException) and err.options is not None and err.missing_cfg_file:
         group, _, option = str(err.missing_cfg_file).rpartition("/")
         if group:
-            return f"{group}={option} is not an option: choose one of {', '.join(sorted(err.options))}"
+            return unknown_option(group, option, list(err.options))
     if isinstance(err, OverrideParseException):
         return f"cannot parse the command line: {first_line(err)}"
     # The first of our own errors behind ``err`` is the message meant for the user: Hydra wraps it, and
@@ -225,6 +253,10 @@ def describe(err: BaseException) -> str:
     key = getattr(cause, "full_key", None)
     if isinstance(cause, ValidationError):
         return f"{key}: {first_line(cause)}: pass a value of the right type" if key else first_line(cause)
+    overridden = re.match(r"Could not override '([\w/]+)'\.\s+To append to your config use \+(\S+)", str(err))
+    if overridden and overridden.group(1) == LOCAL_GROUP:
+        # `local=foo` without conf/local/default.yaml: Hydra's advice (+local=foo) would add a plain key
+        return unknown_option(LOCAL_GROUP, overridden.group(2).partition("=")[2], [])
     if isinstance(cause, (ConfigKeyError, AttributeError)) and "not in struct" in str(cause):
         # Hydra's own text names the key and says "To append to your config use +key=value".
         text = str(err) if isinstance(err, ConfigCompositionException) else str(cause)

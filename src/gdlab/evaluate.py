@@ -26,6 +26,7 @@ from gdlab.factory import build
 from gdlab.runs.checkpoint import check_fits, load_checkpoint
 from gdlab.runs.record import to_number, write_metrics
 from gdlab.runs.rundir import check_run_dir, save_config
+from gdlab.validate import check_eval_settings, check_group_options, check_places
 
 log = logging.getLogger(__name__)
 
@@ -143,11 +144,14 @@ def write_predictions(
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Test (and optionally predict with) the checkpoint ``cfg.ckpt_path``; return metrics.json's record."""
     route_lightning_logs()
+    check_places(cfg)
     output_dir = Path(cfg.paths.output_dir)
     check_run_dir(output_dir, resuming=False)
     write_metrics(output_dir, {}, status="running")
     metrics: dict[str, Any] = {}
     try:
+        check_group_options()
+        check_eval_settings(cfg)
         ckpt = load_checkpoint(cfg.ckpt_path, "ckpt_path")
         config = run_config(cfg, ckpt)
         save_config(config, output_dir)  # what was evaluated: the run's config with this command's changes

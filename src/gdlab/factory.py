@@ -63,7 +63,14 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.
     validate.check_datamodule(cfg, datamodule)
     validate.check_data_model_loss(cfg, datamodule)
     with building("model", cfg.model):
-        net = instantiate(cfg.model, input_shape=datamodule.input_shape, num_outputs=datamodule.num_outputs)
+
+        def network() -> Any:
+            return instantiate(
+                cfg.model, input_shape=datamodule.input_shape, num_outputs=datamodule.num_outputs
+            )
+
+        validate.check_network_memory(cfg, datamodule, network)
+        net = network()
     validate.check_network_outputs(cfg, net, datamodule)
     with building("loss", cfg.loss):
         loss_fn = instantiate(cfg.loss)
@@ -112,8 +119,16 @@ def blame(cfg: DictConfig, err: BaseException) -> BaseException:
     for group in ("callbacks", "logger"):
         nodes += [(f"{group}.{name}", node) for name, node in (cfg.get(group) or {}).items()]
     for key, node in nodes:
+        target = str(node.get("_target_", "")).rpartition(".")[2] if isinstance(node, DictConfig) else ""
         if isinstance(node, DictConfig) and quoted_argument(node, str(err)) is not None:
             found.append((key, node))
+        elif target and f"`{target}`" in str(err) and key.startswith(("callbacks.", "logger.")):
+            found.append((key, None))  # Lightning names the callback's class: `LearningRateMonitor`
+    if (
+        len(found) > 1
+    ):  # e.g. a monitor: the scheduler's ("`monitor` key in lr scheduler dict") or a callback's
+        words = str(err).lower().replace("_", " ")
+        found = [(k, n) for k, n in found if k.rpartition(".")[2].replace("_", " ") in words] or found
     return SettingError(found[0][0], found[0][1], err) if len(found) == 1 else err
 
 

@@ -39,6 +39,7 @@ from gdlab.runs.record import (
 )
 from gdlab.runs.resume import resumed_config, resuming
 from gdlab.runs.rundir import CONFIG_FILE, check_run_dir, lock_run, run_overrides, save_config, unlock_run
+from gdlab.validate import check_group_options, check_places, check_settings
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,9 @@ def task(cfg: DictConfig) -> float | None:
     Only a completed run (or one that early stopping ended: a result too) returns its metric: a diverged
     run's last ``val/loss`` may come from before it diverged, so a sweeper (optuna) gets nothing and records
     the trial as failed, never as a good one."""
+    checked(cfg, check_group_options)
+    checked(cfg, check_places, cfg)
+    checked(cfg, check_resume_or_checkpoint, cfg)
     if resuming(cfg.get("resume"), cfg.get("ckpt_path")):
         if in_multirun():
             raise ConfigError("resume continues one run: drop -m/--multirun (or resume each job on its own)")
@@ -62,7 +66,7 @@ def task(cfg: DictConfig) -> float | None:
             "continuing %s (it ended: %s)", cfg.resume, describe_status(before) if before else "no record"
         )
     if launches_processes(cfg):
-        check_before_launch(cfg)
+        checked(cfg, check_before_launch, cfg)
         record = run_in_child(cfg)
     else:
         record = train(cfg)
@@ -73,17 +77,37 @@ def task(cfg: DictConfig) -> float | None:
 
 
 def check_before_launch(cfg: DictConfig) -> None:
-    """Build the run once here (without its loggers) before its DDP processes start: a config error is one
-    line in seconds, not after every process has imported Lightning."""
-    checked = cfg.copy()
-    checked.logger = None
+    """The settings every run has, then the run built once here (without its loggers), before its DDP
+    processes start: a bad setting is one line in the time of a single run's, not after every process has
+    imported Lightning."""
+    check_settings(cfg)
+    without_loggers = cfg.copy()
+    without_loggers.logger = None
+    build(without_loggers)
+
+
+def check_resume_or_checkpoint(cfg: DictConfig) -> None:
+    """``resume`` continues a run from its own last.ckpt: a ``ckpt_path`` given with it would be dropped."""
+    resume, ckpt_path = cfg.get("resume"), cfg.get("ckpt_path")
+    if resume and ckpt_path:
+        raise ConfigError(
+            f"resume={resume} continues that run from its own checkpoints/last.ckpt, so ckpt_path={ckpt_path} "
+            "would be ignored: drop ckpt_path to continue the run, or drop resume to start a new run from "
+            "the checkpoint"
+        )
+
+
+def checked(cfg: DictConfig, check: Any, *args: Any) -> None:
+    """Run ``check(*args)`` before the run opens; a refusal (named by its setting) also becomes this new
+    run's record, ``failed`` with its config, as a run that failed later would have (a resumed run's record
+    is left as it is)."""
     try:
-        build(checked)
+        check(*args)
     except Exception as caught:
         err = blame(cfg, caught)
-        if not cfg.get("resume"):  # a new run gets its record as a single-process run would (a resumed one
-            output_dir = Path(cfg.paths.output_dir)  # keeps its own, as it was)
-            save_config(cfg, output_dir)
+        output_dir = cfg.paths.get("output_dir")
+        if not cfg.get("resume") and output_dir:
+            save_config(cfg, Path(output_dir))
             write_metrics(output_dir, {}, status="failed", error=describe(err))
         if err is caught:
             raise

@@ -33,7 +33,7 @@ from torch import nn
 
 from gdlab.conf import CONFIG_PACKAGE
 from gdlab.console import PRINT_CONFIG
-from gdlab.errors import ConfigError, show
+from gdlab.errors import ConfigError, show, unknown_option
 
 # (type check, what the value must be, an example): the settings every run has.
 _INT = (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer")
@@ -57,6 +57,7 @@ SETTINGS: dict[str, tuple[Any, str, str]] = {
     "trainer.check_val_every_n_epoch": (*_OPT_INT, "trainer.check_val_every_n_epoch=1"),
     "trainer.num_sanity_val_steps": (*_OPT_INT, "trainer.num_sanity_val_steps=0"),
     "trainer.num_nodes": (*_INT, "trainer.num_nodes=1"),
+    "trainer.accumulate_grad_batches": (*_INT, "trainer.accumulate_grad_batches=1"),
     "trainer.val_check_interval": (
         lambda v: v is None or _NUMBER[0](v),
         "a number or null",
@@ -78,7 +79,15 @@ TRAINER_MINIMA = (
     ("num_sanity_val_steps", -1, 0),
     ("min_epochs", 0, 1),
     ("num_nodes", 1, 1),
+    ("accumulate_grad_batches", 1, 1),
 )
+
+
+# More machines than any cluster has: Lightning would multiply them with trainer.devices and start a run
+# whose processes wait for the others (num_nodes=1e15 took a child process and a batch-size message).
+MAX_NODES = 100_000
+# Lightning's limit_<split>_batches: a fraction of the split's batches (0.0 to 1.0) or a count (an integer).
+LIMITS = ("limit_train_batches", "limit_val_batches", "limit_test_batches")
 
 
 # More GPUs or CPU processes than any one machine runs: Lightning would list them all first (a MemoryError
@@ -94,6 +103,7 @@ def check_settings(cfg: DictConfig) -> None:
         if value is not missing and not ok(value):
             raise ConfigError(f"{key}={show(value)} must be {what}: pass e.g. {example}")
     check_finite(cfg)
+    check_places(cfg)
     if OmegaConf.select(cfg, "paths.data_dir", default=None) == "":
         raise ConfigError(
             "paths.data_dir is empty: datasets would be looked for (and downloaded) at the file system's "
@@ -139,6 +149,98 @@ def check_settings(cfg: DictConfig) -> None:
         value = trainer.get(key)
         if value is not None and value < low:
             raise ConfigError(f"trainer.{key}={value} must be >= {low}: pass e.g. trainer.{key}={example}")
+    nodes = trainer.get("num_nodes")
+    if isinstance(nodes, int) and nodes > MAX_NODES:
+        raise ConfigError(
+            f"trainer.num_nodes={nodes} is more machines than a cluster has (at most {MAX_NODES:,}): pass the "
+            "number of machines the run spans, e.g. trainer.num_nodes=1"
+        )
+    for key in LIMITS:
+        check_limit(key, trainer.get(key))
+
+
+def check_limit(key: str, value: Any) -> None:
+    """``trainer.<key>`` (``limit_train_batches`` and the others) is null, a fraction from 0.0 to 1.0 or a
+    count of batches; ``limit_train_batches`` takes at least one batch (0 would train nothing and record
+    the run ``completed``)."""
+    setting = f"trainer.{key}={show(value)}"
+    fits = "a fraction of the split from 0.0 to 1.0, a number of batches (an integer >= 0) or null"
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{setting} must be {fits}: pass e.g. trainer.{key}=1.0")
+    if value < 0 or (isinstance(value, float) and value > 1):
+        raise ConfigError(f"{setting} must be {fits}: pass e.g. trainer.{key}=1.0 (all batches)")
+    if value == 0 and key == "limit_train_batches":
+        raise ConfigError(
+            f"{setting} trains nothing (0 batches an epoch): pass a number of batches >= 1 or a fraction "
+            "above 0, e.g. trainer.limit_train_batches=1.0"
+        )
+
+
+# Settings that say where files go: empty, each would write into the directory the command runs in.
+PLACE_KEYS = ("output_dir", "dirpath", "default_root_dir", "save_dir")
+
+
+def check_places(cfg: DictConfig) -> None:
+    """No setting that says where files go is empty (``paths.output_dir=``, ``...model_checkpoint.dirpath=``):
+    a run writes only under ``paths.root`` or a directory given by name."""
+
+    def walk(node: Any, prefix: str) -> None:
+        for name, value in node.items():
+            key = f"{prefix}{name}"
+            if isinstance(value, dict):
+                walk(value, f"{key}.")
+            elif name in PLACE_KEYS and isinstance(value, str) and not value.strip():
+                raise ConfigError(
+                    f"{key} is empty: the run would write into the directory you run in; pass a directory, "
+                    "or leave the setting out (the run directory is the default)"
+                )
+
+    container = OmegaConf.to_container(cfg, resolve=False)
+    walk({k: v for k, v in container.items() if k != "hydra"}, "")
+
+
+def check_group_options() -> None:
+    """Every group option the command line names exists. Hydra skips a missing option of an ``optional``
+    group (``local``; eval.py's ``data`` and ``model``) without a word, and ``+local=foo`` would only add
+    a plain key: the run would go on without what was asked for."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    if not (HydraConfig.initialized() and GlobalHydra.instance().is_initialized()):
+        return
+    hydra_cfg = HydraConfig.get()
+    groups = hydra_cfg.runtime.choices  # every group of the defaults list, optional ones included
+    loader = GlobalHydra.instance().config_loader()
+    for override in OverridesParser.create().parse_overrides(list(hydra_cfg.overrides.task)):
+        group, option = override.key_or_group, override.value()
+        if override.is_delete() or group not in groups or not isinstance(option, str):
+            continue
+        options = loader.get_group_options(group)
+        if option not in options:
+            raise ConfigError(unknown_option(group, option, options))
+
+
+# eval.py's own settings: (type check, what the value must be, an example)
+EVAL_SETTINGS: dict[str, tuple[Any, str, str]] = {
+    "predict": (*_BOOL, "predict=true"),
+    "predict_input": (*_OPT_TEXT, "predict_input=inputs.csv"),
+    "predict_batch_size": (
+        lambda v: v is None or (_INT[0](v) and v >= 1),
+        "an integer >= 1 or null (all at once)",
+        "predict_batch_size=1024",
+    ),
+}
+
+
+def check_eval_settings(cfg: DictConfig) -> None:
+    """eval.py's settings: ``predict=sometimes`` would read as true, ``predict_batch_size=0`` divide by zero."""
+    for key, (ok, what, example) in EVAL_SETTINGS.items():
+        value = cfg.get(key)
+        if not ok(value):
+            raise ConfigError(f"{key}={show(value)} must be {what}: pass e.g. {example}")
 
 
 def check_finite(cfg: DictConfig) -> None:
@@ -402,3 +504,29 @@ def check_world_size(cfg: DictConfig, datamodule: Any, trainer: Any) -> None:
             f"data.batch_size={batch_size} (the global batch) does not split evenly over the {world_size} "
             f"processes of trainer.devices x trainer.num_nodes: use a multiple of {world_size}"
         )
+
+
+def check_network_memory(cfg: DictConfig, datamodule: Any, build_network: Any) -> None:
+    """Before the network is allocated: ``build_network()`` on torch's meta device (shapes, no memory), and
+    the estimate of one training run's memory (``gdlab.vectorized.memory``: weights, gradients, step state,
+    a batch's activations) against what is free, so that ``model.hidden_sizes=[100000000]`` is one line
+    naming the model's settings instead of an allocator's error after a long wait."""
+    from gdlab.vectorized.memory import available_bytes, member_bytes, size
+
+    try:
+        with torch.device("meta"):
+            net = build_network()
+        need = member_bytes(net, datamodule, cfg)
+        free, where = available_bytes(cfg)
+    except Exception:  # a network that cannot be built without memory, a device that is not there:
+        return  # building them for real says what is wrong
+    if need <= 0.9 * free:
+        return
+    params = sum(p.numel() for p in net.parameters())
+    node = OmegaConf.to_container(cfg.model, resolve=True)
+    settings = ", ".join(f"model.{k}={show(v)}" for k, v in node.items() if not str(k).startswith("_"))
+    raise ConfigError(
+        f"{choice(cfg, 'model')} ({settings}) needs about {size(need)} to train ({params:,} weights, their "
+        f"gradients and step state, a batch's activations), more than the {size(free)} free {where}: "
+        "make the network smaller"
+    )

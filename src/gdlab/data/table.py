@@ -54,7 +54,7 @@ class Table:
                 raise ArgumentError(
                     argument,
                     f"Invalid {argument}: {key!r} is not a column of {self.source} "
-                    f"(its columns: {', '.join(self.names)})",
+                    f"(its columns: {listing(self.names)})",
                 )
             return self.names.index(key)
         if not -width <= key < width:
@@ -69,6 +69,16 @@ class Table:
         return repr(self.names[col]) if self.names else str(col)
 
 
+# How many column names a message lists before it counts the rest (a header of 10^6 columns was 8.9 MB).
+LISTED = 12
+
+
+def listing(names: list[str]) -> str:
+    """Names joined by commas, the first ``LISTED`` and then how many more."""
+    shown = ", ".join(names[:LISTED])
+    return shown if len(names) <= LISTED else f"{shown}, ... ({len(names)} in all)"
+
+
 def _is_number(cell: str) -> bool:
     try:
         float(cell)
@@ -79,9 +89,16 @@ def _is_number(cell: str) -> bool:
 
 def read_csv(path: Path, header: bool | None, delimiter: str) -> Table:
     """A csv file's cells as floats; ``header=None``: the first row is a header if a cell of it is no number."""
-    with path.open(newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(f, delimiter=delimiter)
-        numbered = [(reader.line_num, row) for row in reader if any(cell.strip() for cell in row)]
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f, delimiter=delimiter)
+            numbered = [(reader.line_num, row) for row in reader if any(cell.strip() for cell in row)]
+    except UnicodeDecodeError as err:
+        raise ArgumentError(
+            "path",
+            f"Invalid path: {path.name} is not UTF-8 text (byte {err.object[err.start : err.start + 1]!r} at "
+            f'offset {err.start}): save it as UTF-8 ("CSV UTF-8" in a spreadsheet)',
+        ) from None
     lines, rows = [n for n, _ in numbered], [row for _, row in numbered]
     if not rows:
         raise ArgumentError("path", f"Invalid path: {path.name} is empty (no rows)")

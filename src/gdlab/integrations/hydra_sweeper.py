@@ -8,6 +8,9 @@ the batch to the launcher. The vectorized launcher composes each group's first j
 (checked equal to Hydra's composition), and a job that does not compose fails there with Hydra's own error,
 before any job of the batch runs: the check is the same, once. With any other launcher this sweeper
 validates as the basic one does.
+
+:func:`is_search` tells a grid (the basic sweeper and this one) from a sweeper that searches for the best
+value of ``optimized_metric`` (optuna, nevergrad, ax): any sweeper that is not a ``BasicSweeper``.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.utils import get_class
 
 
 class GdlabSweeper(BasicSweeper):
@@ -24,3 +28,14 @@ class GdlabSweeper(BasicSweeper):
         if type(getattr(self, "launcher", None)).__name__ == "VectorizedLauncher":
             return  # it composes every job itself before any of them runs
         super().validate_batch_is_legal(batch)
+
+
+def is_search(sweeper_target: str | None) -> bool:
+    """Whether the sweeper class ``sweeper_target`` searches for the best returned value (any sweeper but
+    Hydra's basic one and its subclasses, which run a fixed grid)."""
+    if not sweeper_target:
+        return False
+    try:
+        return not issubclass(get_class(sweeper_target), BasicSweeper)
+    except Exception:  # a class that cannot be imported ran no sweep either
+        return False

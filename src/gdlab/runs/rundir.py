@@ -8,10 +8,12 @@ import os
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from gdlab.errors import ConfigError
+from gdlab.errors import ConfigError, exit_with
 from gdlab.runs.record import METRICS_FILE, is_rank_zero, read_metrics
 
 # Checkpoints, events and logs of a small run take a few MB; below this, stop before training.
@@ -119,3 +121,27 @@ def unlock_run(path: Path | None) -> None:
     if path is not None and _holder(path) == os.getpid():
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
+
+
+class OutputDirCheck(Callback):
+    """Hydra callback, before Hydra makes any directory: an empty ``hydra.run.dir`` or ``hydra.sweep.dir``
+    is refused in one line (a run writes only under ``paths.root`` or a directory given by name).
+
+    Hydra turns an ``Exception`` raised by a callback into a warning: the command ends here
+    (:func:`gdlab.errors.exit_with`)."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _refuse_empty(config, "run")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _refuse_empty(config, "sweep")
+
+
+def _refuse_empty(config: DictConfig, mode: str) -> None:
+    raw = OmegaConf.to_container(config.hydra[mode], resolve=False).get("dir")
+    if raw is None or str(raw).strip() == "":
+        exit_with(
+            f"hydra.{mode}.dir is empty: the {mode} would be written into the directory you run in; pass a "
+            f"directory (e.g. hydra.{mode}.dir=outputs/my_{mode}), or leave it out to write under paths.root",
+            hint=False,
+        )

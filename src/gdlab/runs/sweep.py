@@ -398,6 +398,14 @@ class SweepSummary(Callback):
     def __init__(self, fail_on_incomplete: bool = True) -> None:
         self.fail_on_incomplete = fail_on_incomplete
 
+    @staticmethod
+    def results(config: DictConfig) -> tuple[str, ...]:
+        """The statuses that count as a result of this sweep: a search (optuna, ...) that explores the
+        learning rate is meant to find where training diverges, so there a diverged trial is one too."""
+        from gdlab.integrations.hydra_sweeper import is_search
+
+        return ("diverged",) if is_search(config.hydra.sweeper.get("_target_")) else ()
+
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         _running_sweep.append(Path(config.hydra.sweep.dir))
 
@@ -414,7 +422,16 @@ class SweepSummary(Callback):
             "and #hparams (one row per job)",
             sweep_dir,
         )
-        failed = summary.failed_jobs
+        results = self.results(config)
+        diverged = [job for job in summary.failed_jobs if job.status in results]
+        if diverged:
+            log.info(
+                "%d of %d trials diverged (a result of the search): see %s",
+                len(diverged),
+                len(summary.jobs),
+                sweep_dir / "summary.md",
+            )
+        failed = [job for job in summary.failed_jobs if job.status not in results]
         if failed and self.fail_on_incomplete:
             counts: dict[str, int] = {}
             for job in failed:

@@ -61,9 +61,10 @@ def member_bytes(net: torch.nn.Module, datamodule: Any, cfg: DictConfig) -> int:
     sample = math.prod(datamodule.inputs(x[:1]).shape[1:])
     outputs: list[int] = []
     hooks = [m.register_forward_hook(lambda _m, _i, out: outputs.append(out.numel())) for m in net.modules()]
+    device = next((p.device for p in net.parameters()), torch.device("cpu"))  # "meta": shapes only
     try:
         with torch.no_grad():
-            net(datamodule.inputs(x[:1]).float())
+            net(datamodule.inputs(x[:1]).float().to(device))
     finally:
         for hook in hooks:
             hook.remove()
