@@ -11,7 +11,7 @@ from hydra.utils import instantiate
 from omegaconf import open_dict
 from torch import nn
 
-from gdlab.lessons import lr_regimes, nonconvex, step_sizes
+from gdlab.lessons import lr_regimes, lr_scan, nonconvex, step_sizes
 from gdlab.models import MLP
 from gdlab.optim import PlainSGD
 from gdlab.train import train
@@ -278,3 +278,25 @@ def test_a_nonconvex_run_records_the_extreme_eigenvalues_of_its_final_hessian(cf
     assert nonconvex.MIN_EIG not in train(small)  # 193 parameters, above max_params: no Hessian
     with pytest.raises(ValueError, match=r"Invalid max_params: 0 \(must be an integer >= 1\)"):
         nonconvex.HessianSpectrum(max_params=0)
+
+
+def test_lr_scan_puts_each_rate_in_its_regime_and_draws_them(monkeypatch, tmp_path):
+    """experiment=lr_scan at three rates, one per regime (stacked by the vectorized launcher): below 0.5c
+    and between 0.5c and c the runs converge, above c the guard stops it; lr_scan.md counts them per
+    regime and lr_scan.png is drawn."""
+    sweep = tmp_path / "scan"
+    code = train_in_process(
+        monkeypatch,
+        "experiment=lr_scan",
+        "hydra.sweeper.params.lr_multiple='0.2,0.8,1.2'",
+        f"hydra.sweep.dir={sweep}",
+        "logger=none",
+    )
+    assert code == 0  # a diverged rate is a result of the scan
+    found = lr_scan.write(sweep)  # what the callback wrote, read back from the jobs
+    assert [round(r.multiple, 6) for r in found] == [0.2, 0.8, 1.2]
+    assert [r.status for r in found] == ["completed", "completed", "diverged"]
+    assert [lr_scan.regime(r.multiple) for r in found] == ["smooth", "oscillating", "divergent"]
+    table = (sweep / "lr_scan.md").read_text()
+    assert "| smooth | < 0.5 | 1 | 0 |" in table and "| divergent | > 1 | 1 | 1 | - | - |" in table
+    assert (sweep / "lr_scan.png").stat().st_size > 10_000

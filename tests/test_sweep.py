@@ -195,12 +195,15 @@ def test_early_stopped_jobs_are_results_not_failures(tmp_path):
         ("hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper", False),  # a search: a result
         ("hydra._internal.core_plugins.basic_sweeper.BasicSweeper", True),  # a grid: did not complete
         ("gdlab.integrations.hydra_sweeper.GdlabSweeper", True),
+        (None, True),  # no sweeper named: no search
+        ("no_such_package.Sweeper", True),  # one that cannot be imported ran no search either
     ],
 )
 def test_a_search_counts_a_diverged_trial_as_a_result(tmp_path, capsys, sweeper, exits):
     """optuna over lr up to 1.0 is meant to find where training diverges: the search exits 0 and its summary
     still names the diverged trial; a grid sweep of the same jobs exits 1, and a failed trial fails both."""
-    pytest.importorskip(sweeper.rpartition(".")[0])
+    if sweeper and not sweeper.startswith("no_such"):
+        pytest.importorskip(sweeper.rpartition(".")[0])
     from gdlab.runs.sweep import SweepSummary
 
     sweep = make_sweep(tmp_path)

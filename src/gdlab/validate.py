@@ -214,11 +214,14 @@ def check_group_options() -> None:
     hydra_cfg = HydraConfig.get()
     groups = hydra_cfg.runtime.choices  # every group of the defaults list, optional ones included
     loader = GlobalHydra.instance().config_loader()
-    for override in OverridesParser.create().parse_overrides(list(hydra_cfg.overrides.task)):
+    task = list(hydra_cfg.overrides.task)
+    for override in OverridesParser.create().parse_overrides(task):
         group, option = override.key_or_group, override.value()
         if override.is_delete() or group not in groups or not isinstance(option, str):
             continue
-        options = loader.get_group_options(group)
+        # with the primary config and the overrides: their hydra.searchpath adds options of one's own
+        every = [*hydra_cfg.overrides.hydra, *task]
+        options = loader.get_group_options(group, config_name=hydra_cfg.job.config_name, overrides=every)
         if option not in options:
             raise ConfigError(unknown_option(group, option, options))
 

@@ -380,7 +380,7 @@ def close_interrupted() -> Path | None:
     of the jobs so far is written. Returns summary.md's path (None outside a sweep, or before any job)."""
     if not _running_sweep or not _running_sweep[-1].is_dir():
         return None
-    sweep_dir = _running_sweep[-1]
+    sweep_dir = _running_sweep.pop()
     for job_dir in sorted(p for p in sweep_dir.iterdir() if p.is_dir()):
         record_stopped(job_dir, STOPPED_NOTE)
     summary = write_summary(sweep_dir)
@@ -407,9 +407,10 @@ class SweepSummary(Callback):
         return ("diverged",) if is_search(config.hydra.sweeper.get("_target_")) else ()
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        _running_sweep.append(Path(config.hydra.sweep.dir))
+        _running_sweep[:] = [Path(config.hydra.sweep.dir)]
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        _running_sweep.clear()  # a later command in this process (a test, a notebook) runs no sweep
         sweep_dir = Path(config.hydra.sweep.dir)
         if not sweep_dir.is_dir():
             return
