@@ -155,8 +155,9 @@ def value_of(setting: str, args: list[str]) -> str | None:
     return None
 
 
-# A DDP case starts the run's processes before its line (a child interpreter, then the ranks): slow tier.
-PARAMS = [pytest.param(*c, id=c[0], marks=[pytest.mark.slow] if "ddp" in c[0] else []) for c in CASES]
+# The table is about 90 runs through the entry point (30 s of CPU): the slow tier, which CI runs; the fast
+# tier keeps the tests below, one or two of each kind.
+PARAMS = [pytest.param(*c, id=c[0], marks=[pytest.mark.slow]) for c in CASES]
 
 
 @pytest.mark.parametrize(("shown", "setting", "extra"), PARAMS)

@@ -184,6 +184,7 @@ def test_hydras_basic_sweeper_still_validates_each_batch_where_gdlabs_sweeper_sk
         sweeper.validate_batch_is_legal([["no_such_key=1"]])
 
 
+@pytest.mark.slow
 def test_gdlabs_mlflow_logger_writes_what_lightnings_writes_in_fewer_transactions(monkeypatch, tmp_path):
     """gdlab.integrations.mlflow keeps the values of many steps for one log_batch; MLflow's client reads
     back the same names, steps and values as from Lightning's own logger, which writes each call."""

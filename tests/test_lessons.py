@@ -280,6 +280,7 @@ def test_a_nonconvex_run_records_the_extreme_eigenvalues_of_its_final_hessian(cf
         nonconvex.HessianSpectrum(max_params=0)
 
 
+@pytest.mark.slow
 def test_lr_scan_puts_each_rate_in_its_regime_and_draws_them(monkeypatch, tmp_path):
     """experiment=lr_scan at three rates, one per regime (stacked by the vectorized launcher): below 0.5c
     and between 0.5c and c the runs converge, above c the guard stops it; lr_scan.md counts them per

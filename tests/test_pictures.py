@@ -50,6 +50,7 @@ def _images(run_dir):
     return {tag: [e.step for e in events.Images(tag)] for tag in events.Tags()["images"]}
 
 
+@pytest.mark.slow
 def test_one_feature_run_draws_fit_landscape_and_steps(cfg_factory, tmp_path):
     cfg = cfg_factory(
         "experiment=lecture", "trainer=cpu", "trainer.max_epochs=5", "callbacks.pictures.every_n_epochs=2"

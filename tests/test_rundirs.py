@@ -73,6 +73,7 @@ def test_a_sweep_gets_one_directory_per_job_and_its_summary(monkeypatch, tmp_pat
     assert (sweep / "summary.md").is_file() and f"{len(VALUES)} jobs" in (sweep / "summary.md").read_text()
 
 
+@pytest.mark.slow
 def test_a_failing_sweep_job_with_a_path_value_is_one_directory_and_the_exit_status_says_so(
     monkeypatch, capsys, tmp_path
 ):

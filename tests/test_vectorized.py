@@ -42,6 +42,7 @@ def _grouped(master_overrides: list[str], sweep: list[list[str]]):
     return groups, jobs, full, composed
 
 
+@pytest.mark.slow
 def test_derived_configs_equal_hydras_composition_and_group_only_batchable_keys():
     sweep = [
         ["experiment=lr_regimes", f"lr_regime={r}", f"seed={s}"] for r in ("0.5c", "0.01") for s in (0, 1)
@@ -189,6 +190,7 @@ def assert_same_results(basic: Path, vectorized: Path, rel: float) -> None:
             assert error <= rel, (name, key, error.item())
 
 
+@pytest.mark.slow
 def test_linear_minibatch_sweep_ends_where_each_job_alone_ends_float64(monkeypatch, tmp_path):
     basic, vectorized = sweep_both(
         monkeypatch,
