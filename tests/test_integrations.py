@@ -164,14 +164,18 @@ def test_the_hparams_entry_reads_back_through_tensorboards_own_plugin(tmp_path):
 
 
 def test_hydras_basic_sweeper_still_validates_each_batch_where_gdlabs_sweeper_skips_it():
+    from hydra.core.plugins import Plugins
+
+    Plugins.instance()  # Hydra's plugin scan, which runs the plugin modules again, before the classes are taken
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 
-    from gdlab.integrations.hydra_sweeper import GdlabSweeper
+    from hydra_plugins.gdlab_plugins.vectorized_launcher import GdlabSweeper
 
     assert callable(getattr(BasicSweeper, "validate_batch_is_legal", None)), (
         "Hydra's BasicSweeper.validate_batch_is_legal is gone: gdlab.integrations.hydra_sweeper (hydra/sweeper="
         "gdlab) overrides it; revisit that module"
     )
+    assert issubclass(GdlabSweeper, BasicSweeper)
 
     class VectorizedLauncher:  # what the sweeper looks at: the launcher's class name
         pass

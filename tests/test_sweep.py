@@ -194,7 +194,7 @@ def test_early_stopped_jobs_are_results_not_failures(tmp_path):
     [
         ("hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper", False),  # a search: a result
         ("hydra._internal.core_plugins.basic_sweeper.BasicSweeper", True),  # a grid: did not complete
-        ("gdlab.integrations.hydra_sweeper.GdlabSweeper", True),
+        ("hydra_plugins.gdlab_plugins.vectorized_launcher.GdlabSweeper", True),
         (None, True),  # no sweeper named: no search
         ("no_such_package.Sweeper", True),  # one that cannot be imported ran no search either
     ],

@@ -15,7 +15,7 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
 
-from gdlab.integrations.hydra_sweeper import GdlabSweeper as HydraSweeper
+from gdlab.integrations.hydra_sweeper import ComposesEachKindOnce, basic_sweeper
 
 
 @dataclass
@@ -37,8 +37,8 @@ ConfigStore.instance().store(
 
 @dataclass
 class GdlabSweeperConf:
-    """``hydra/sweeper=gdlab``: Hydra's basic sweeper (the same options), which under this launcher skips its
-    second composition of every job (gdlab.integrations.hydra_sweeper)."""
+    """``hydra/sweeper=gdlab`` (the default): Hydra's basic sweeper (the same options), composing one job of
+    each kind up front, none under this launcher (gdlab.integrations.hydra_sweeper)."""
 
     _target_: str = "hydra_plugins.gdlab_plugins.vectorized_launcher.GdlabSweeper"
     max_batch_size: Any = None
@@ -48,9 +48,9 @@ class GdlabSweeperConf:
 ConfigStore.instance().store(group="hydra/sweeper", name="gdlab", node=GdlabSweeperConf, provider="gdlab")
 
 
-class GdlabSweeper(HydraSweeper):
-    """Hydra takes plugins from the ``hydra_plugins`` package only: this is
-    :class:`gdlab.integrations.hydra_sweeper.GdlabSweeper` under that name."""
+class GdlabSweeper(ComposesEachKindOnce, basic_sweeper()):  # type: ignore[misc]
+    """``hydra/sweeper=gdlab``: Hydra's basic sweeper composing one job of each kind up front
+    (:mod:`gdlab.integrations.hydra_sweeper`). Made here, where Hydra's plugin scan runs it."""
 
 
 class VectorizedLauncher(Launcher):
