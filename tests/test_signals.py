@@ -283,9 +283,11 @@ def test_a_process_a_run_started_dies_with_the_command_that_started_it(tmp_path)
         command.kill()
         command.wait()
     deadline = time.monotonic() + 10
-    while not (tmp_path / "ended").exists() and time.monotonic() < deadline:
+    ended = tmp_path / "ended"
+    # the file appears when the child opens it, its text a moment later: wait for the text
+    while not (ended.exists() and ended.read_text()) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert (tmp_path / "ended").read_text() == "SIGTERM"
+    assert ended.read_text() == "SIGTERM"
 
 
 def test_more_processes_than_the_memory_holds_are_refused(monkeypatch, tmp_path):
