@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 from typing import Any
 
@@ -9,6 +10,8 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback
 
 from gdlab.runs import signals
+
+log = logging.getLogger(__name__)
 
 # Under torchrun or SLURM, the processes decide together whether to stop every this many optimizer steps.
 AGREE_EVERY = 10
@@ -38,7 +41,11 @@ class StopAtStepEnd(Callback):
             stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
         if stop:
             signals.stop_requested()  # raised now: a later signal is ignored while the run records its end
-            raise signals.Interrupted(signals.received() or signal.SIGTERM)
+            signum = signals.received() or signal.SIGTERM
+            log.info(
+                "%s: stopping at the end of training step %d", signals.describe(signum), trainer.global_step
+            )
+            raise signals.Interrupted(signum)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         signals.defer(False)

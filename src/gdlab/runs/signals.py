@@ -12,14 +12,11 @@ ended (no traceback, no half-written record). Nothing here imports torch.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import signal
 import threading
 import time
 from types import FrameType
-
-log = logging.getLogger(__name__)
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 # A second signal this many seconds after the first, while the step has not ended, stops at once (a step
@@ -74,8 +71,7 @@ def _handle(signum: int, frame: FrameType | None) -> None:
     if _state.signum is None:
         _state.signum, _state.since = signum, time.monotonic()
         if _state.deferred:
-            log.info("%s: stopping at the end of this training step", describe(signum))
-            return
+            return  # no logging here: a handler that writes may interrupt a write to the same stream
     elif _state.raised or not _state.deferred or time.monotonic() - _state.since < INSIST_AFTER:
         return  # already stopping (or the same keypress twice): the run saves and records how it ended
     _state.raised = True
