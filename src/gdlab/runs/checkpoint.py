@@ -18,6 +18,7 @@ import torch
 from lightning.pytorch.callbacks import Checkpoint
 
 from gdlab.errors import ArgumentError, ConfigError
+from gdlab.integrations.lightning import resumed_this_epoch
 from gdlab.runs.resume import LAST_CKPT
 
 log = logging.getLogger(__name__)
@@ -126,7 +127,7 @@ class LastCheckpoint(Checkpoint):
             self.save(trainer, again=True)
         finally:
             self._plateau = {}
-        if trainer.fit_loop.restarting:  # Lightning skips the plateau step of the epoch a run resumed in
+        if resumed_this_epoch(trainer):  # Lightning skips the plateau step of the epoch a run resumed in
             step_plateau_schedulers(trainer, pl_module, values)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
