@@ -948,8 +948,11 @@ def header(args: argparse.Namespace) -> str:
     )
 
 
+SECTIONS = ["training", "callbacks", "batching", "optimizer", "startup", "mnist", "vectorized", "loggers"]
+
+
 def main(argv: list[str] | None = None) -> str:
-    sections = ["training", "callbacks", "batching", "optimizer", "startup", "mnist", "vectorized", "loggers"]
+    sections = SECTIONS
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -965,11 +968,11 @@ def main(argv: list[str] | None = None) -> str:
     )
     parser.add_argument("--profile", choices=["linear", "mlp", "cnn"], help="cProfile gdlab's fit and stop")
     args = parser.parse_args(argv)
-    args.repeats = args.repeats or (1 if args.quick else 5)
-    torch.set_num_threads(args.threads)
     chosen = [s.strip() for s in args.only.split(",") if s.strip()]
     if unknown := set(chosen) - set(sections):
         parser.error(f"--only: unknown section(s) {sorted(unknown)}; choose from {sections}")
+    args.repeats = args.repeats or (1 if args.quick else 5)
+    torch.set_num_threads(args.threads)
 
     if args.profile:
         report = profile_training(args.profile, args.override)

@@ -33,8 +33,12 @@ CONFIG_DIR = Path(gdlab.conf.__file__).parent  # the package's config tree
 
 
 def compose_config(name: str, *overrides: str, return_hydra_config: bool = False) -> DictConfig:
-    """A config of the package's tree composed with Hydra's compose API (no run, no run dir)."""
-    with initialize_config_module(config_module=gdlab.conf.CONFIG_PACKAGE, version_base="1.3"):
+    """A config of the package's tree composed with Hydra's compose API (no run, no run dir). Hydra's work,
+    the tests' tool: not measured by coverage (the runs of train.py measure gdlab's resolvers)."""
+    with (
+        unmeasured_here(),
+        initialize_config_module(config_module=gdlab.conf.CONFIG_PACKAGE, version_base="1.3"),
+    ):
         return compose(name, overrides=list(overrides), return_hydra_config=return_hydra_config)
 
 
@@ -49,7 +53,8 @@ def scalars(run_dir: Path, tag: str) -> list[tuple[int, float]]:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
-    events.Reload()
+    with unmeasured_here():  # TensorBoard's reader, pure Python: tracing would only slow it
+        events.Reload()
     return sorted({e.step: e.value for e in events.Scalars(tag)}.items())
 
 
@@ -65,16 +70,22 @@ def train_in_process(monkeypatch, *args: str) -> int:
     return 0
 
 
-# coverage.py's `patch = subprocess` (pyproject.toml) measures every Python process the tests start, through
-# this variable. Measuring roughly doubles a process's time; commands that check behaviour across many
-# processes (the feature matrix, the benchmark's timed children) run unmeasured: the dedicated command-line
-# and DDP tests cover the same lines. Without the variable (a renamed one) they are merely measured again.
+# coverage.py's `patch = subprocess` (pyproject.toml) can measure every Python process the tests start, through
+# this variable; measuring makes a process about 1.4x slower. The processes the tests start run unmeasured
+# unless the test asks (``measured=True``): those whose processes run lines that no test reaches in its own
+# process (the command line as a user types it, DDP's ranks and torchrun, a killed and resumed process).
+# The other commands (sweeps, the feature matrix, the benchmark's timed children, a built wheel) run lines
+# the in-process tests measure already. Without the variable (a renamed one) every process is measured.
 COVERAGE_SUBPROCESS_ENV = "COVERAGE_PROCESS_CONFIG"
 
 
-def unmeasured(env: dict[str, str]) -> dict[str, str]:
-    """``env`` without coverage's subprocess measurement."""
-    return {k: v for k, v in env.items() if k != COVERAGE_SUBPROCESS_ENV}
+def child_env(extra: dict[str, str] | None = None, *, measured: bool = False) -> dict[str, str]:
+    """The environment for a process a test starts: this one's plus ``extra``, measured by coverage.py only
+    with ``measured`` (and only when this process is measured: coverage.py sets the variable when it starts)."""
+    env = {**os.environ, **(extra or {})}
+    if not measured:
+        env.pop(COVERAGE_SUBPROCESS_ENV, None)
+    return env
 
 
 @contextlib.contextmanager
@@ -103,17 +114,35 @@ def run_train(
     timeout: float = 300,
     script: str = "train.py",
     env: dict[str, str] | None = None,
+    measured: bool = False,
 ) -> subprocess.CompletedProcess:
-    """Run ``python train.py ARGS`` (or another root script) in a subprocess; capture its output."""
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    """Run ``python train.py ARGS`` (or another root script) in a subprocess; capture its output. Coverage
+    measures it only when ``measured`` (see ``child_env``)."""
     return subprocess.run(
         [sys.executable, str(REPO_ROOT / script), *args],
         cwd=cwd,
         capture_output=True,
         text=True,
         timeout=timeout,
-        env=full_env,
+        env=child_env({"PYTHONUNBUFFERED": "1", **(env or {})}, measured=measured),
     )
+
+
+def live_processes(mentioning: str, where: str = "cmdline") -> list[str]:
+    """``pid: command line`` of every live (not zombie) process whose command line (``where="environ"``: its
+    environment) holds ``mentioning``: what a command left running."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if mentioning.encode() not in Path(f"/proc/{pid}/{where}").read_bytes():
+                continue
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if state != "Z":
+            found.append(f"{pid}: {cmdline}")
+    return found
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, child_env
 
 SCRIPT = REPO_ROOT / "scripts" / "coverage_floor.py"
 PACKAGES = ["gdlab", "hydra_plugins.gdlab_plugins"]
@@ -103,6 +103,7 @@ def test_the_command_exits_with_the_floors_status(tmp_path):
     proc = subprocess.run(
         [sys.executable, str(SCRIPT), "coverage.json"],
         cwd=tmp_path,
+        env=child_env(),
         capture_output=True,
         text=True,
         timeout=60,

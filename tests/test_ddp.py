@@ -2,7 +2,6 @@
 output directory per job, and the same final weights as a single-process run."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +12,7 @@ import torch
 from gdlab.data.batches import InMemoryBatches
 from gdlab.errors import ArgumentError
 from gdlab.train import train
-from tests.conftest import REPO_ROOT, make_cfg, run_train
+from tests.conftest import REPO_ROOT, child_env, live_processes, make_cfg, run_train
 
 # 280 training samples, global batch 64: 4 full batches and one of 24, all splitting evenly over 2 ranks.
 SMALL = ("data.n_samples=400", "trainer.max_epochs=2", "optimizer.lr=0.1")
@@ -63,7 +62,7 @@ def test_ddp_cpu_single_run_matches_a_single_process_run(tmp_path):
         "# @package _global_\ndata:\n  n_samples: 400\ntrainer:\n  max_epochs: 2\noptimizer:\n  lr: 0.1\n"
     )
     where = ("--config-dir", str(tmp_path / "mine"), "experiment=small")
-    proc = run_train(*where, "trainer=ddp_cpu", f"paths.root={tmp_path / 'ddp'}")
+    proc = run_train(*where, "trainer=ddp_cpu", f"paths.root={tmp_path / 'ddp'}", measured=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run_dir,) = (tmp_path / "ddp" / "runs").iterdir()  # exactly one directory for both processes
     assert "trainer-ddp_cpu" in run_dir.name
@@ -102,6 +101,7 @@ def test_torchrun_writes_one_run_directory_and_matches_a_single_process_run(tmp_
     command = [str(torchrun), "--nproc_per_node=2", str(REPO_ROOT / "train.py"), "trainer=ddp_cpu", *SMALL]
     proc = subprocess.run(
         [*command, f"paths.root={tmp_path / 'ddp'}"],
+        env=child_env(measured=True),
         capture_output=True,
         text=True,
         timeout=300,
@@ -120,27 +120,19 @@ def test_torchrun_writes_one_run_directory_and_matches_a_single_process_run(tmp_
         torch.testing.assert_close(w_ddp[name], w_one[name], rtol=1e-5, atol=1e-6)
 
 
-def _processes_mentioning(text: str) -> list[str]:
-    """Command lines of the live processes whose arguments mention ``text``."""
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if text in cmdline and state != "Z":
-            found.append(cmdline)
-    return found
-
-
 @pytest.mark.slow
 def test_ddp_cpu_sweep_records_a_failed_job_goes_on_and_leaves_no_process(tmp_path):
     """Rank 1 of the first job fails mid-training; Lightning then kills that job's rank 0. The job is recorded
     as failed, the next job runs, the summary is written, the exit status is 1, and no process is left."""
     crash = ("+callbacks.crash._target_=tests.crash.RaiseAtStep", "+callbacks.crash.step=2")
     proc = run_train(
-        "-m", "trainer=ddp_cpu", "+callbacks.crash.rank=1,7", *crash, f"paths.root={tmp_path}", *SMALL
+        "-m",
+        "trainer=ddp_cpu",
+        "+callbacks.crash.rank=1,7",
+        *crash,
+        f"paths.root={tmp_path}",
+        *SMALL,
+        measured=True,
     )
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert "1 of 2 sweep jobs did not complete (1 failed)" in proc.stderr
@@ -150,7 +142,7 @@ def test_ddp_cpu_sweep_records_a_failed_job_goes_on_and_leaves_no_process(tmp_pa
     assert failed["status"] == "failed" and failed["error"]  # rank 0 saw rank 1 go (or was killed for it)
     assert completed["status"] == "completed" and completed["step"] == 10
     assert (sweep / "summary.md").is_file()
-    assert _processes_mentioning(str(tmp_path)) == []
+    assert live_processes(str(tmp_path)) == []
 
 
 @pytest.mark.slow
@@ -162,11 +154,11 @@ def test_a_ddp_run_whose_rank_0_is_killed_is_recorded_failed_and_leaves_no_proce
         "+callbacks.kill.step=2",
         "+callbacks.kill.rank=0",
     )
-    proc = run_train("trainer=ddp_cpu", *kill, f"paths.root={tmp_path}", *SMALL)
+    proc = run_train("trainer=ddp_cpu", *kill, f"paths.root={tmp_path}", *SMALL, measured=True)
     assert proc.returncode == 1
     (run_dir,) = (tmp_path / "runs").iterdir()
     record = json.loads((run_dir / "metrics.json").read_text())
     assert record["status"] == "failed"
     assert record["error"].startswith("the run's processes ended with exit status -9 before it finished")
     assert proc.stderr.strip().splitlines()[-1].startswith(f"error: {record['error']}")
-    assert _processes_mentioning(str(tmp_path)) == []
+    assert live_processes(str(tmp_path)) == []

@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from gdlab import entry
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, child_env
 
 GUIDE = REPO_ROOT / "docs" / "extending.md"
 FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```", re.MULTILINE | re.DOTALL)
@@ -60,7 +60,7 @@ def test_every_file_and_command_of_the_guide_works_in_a_fresh_project(tmp_path):
     # `python` and `gdlab-train` of this environment (gdlab-train: the installed console script), and no
     # checkout on the import path: the project sees gdlab only as an installed package.
     bin_dir = str(Path(sys.executable).parent)
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env = {k: v for k, v in child_env().items() if k != "PYTHONPATH"}
     env.update(PATH=f"{bin_dir}{os.pathsep}{env.get('PATH', '')}", PYTHONUNBUFFERED="1")
     runs = project / "outputs" / "runs"
     for i, command in enumerate(commands):

@@ -10,7 +10,7 @@ import sys
 import yaml
 from hydra import compose, initialize_config_dir
 
-from tests.conftest import CONFIG_DIR, REPO_ROOT
+from tests.conftest import CONFIG_DIR, REPO_ROOT, child_env
 
 LOCAL = "# @package _global_\npaths:\n  root: /scratch/me/runs\n  data_dir: /datasets\nseed: 7\n"
 
@@ -50,6 +50,8 @@ def test_local_is_git_ignored_and_the_command_line_says_nothing_without_it(tmp_p
             "job",
             *([searchpath] if searchpath else []),
         ]
-        proc = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        proc = subprocess.run(
+            args, cwd=tmp_path, env=child_env(), capture_output=True, text=True, timeout=120
+        )
         assert proc.returncode == 0 and proc.stderr == "", proc.stderr
         assert yaml.safe_load(proc.stdout)["paths"]["root"] == root

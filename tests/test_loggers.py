@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 
 from gdlab.errors import SettingError
 from gdlab.runs.hparams import hparams_for, run_name
-from tests.conftest import REPO_ROOT, compose_config, run_train, scalars, train_in_process
+from tests.conftest import REPO_ROOT, child_env, compose_config, run_train, scalars, train_in_process
 from tests.documented import assert_documented
 
 # (found, not imported: importing MLflow and W&B at collection would cost every test worker seconds)
@@ -79,6 +79,7 @@ def _wandb_inspect(run_dir: Path, *flags: str) -> str:
     (offline,) = (run_dir / "wandb").glob("offline-run-*")
     return subprocess.run(
         [sys.executable, "-m", "wandb", "leet", "inspect", "--json", *flags, str(offline)],
+        env=child_env(),
         capture_output=True,
         text=True,
         timeout=120,
@@ -186,6 +187,7 @@ def test_mlflow_without_the_extra_is_one_line_naming_it(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-c", WITHOUT_MLFLOW, "logger=mlflow", f"paths.root={tmp_path}", *RUN],
         cwd=REPO_ROOT,
+        env=child_env(measured=True),  # the only run without the extra
         capture_output=True,
         text=True,
         timeout=300,

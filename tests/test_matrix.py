@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import REPO_ROOT, unmeasured
+from tests.conftest import REPO_ROOT, child_env, live_processes
 
 pytestmark = pytest.mark.slow
 
@@ -65,22 +65,6 @@ def _exit_status(mode: str, outcome: str) -> int:
     return 1
 
 
-def _processes_with(marker: str) -> list[str]:
-    """Live (not zombie) processes whose environment holds ``marker``: everything the command started."""
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            if marker.encode() not in Path(f"/proc/{pid}/environ").read_bytes():
-                continue
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if state != "Z":
-            found.append(f"{pid}: {cmdline}")
-    return found
-
-
 def _long_job_training_alone(root: Path) -> bool:
     """The long job has trained an epoch, and every other job has completed (joblib runs them side by side)."""
     logs = {log.parent: log.read_text() for log in root.rglob("train.log")}
@@ -96,7 +80,7 @@ def _run(root: Path, args: list[str], interrupt: bool) -> tuple[int, str]:
     Ctrl+C (SIGINT to the whole group) once the long job has trained an epoch. Returns (exit status, stderr);
     asserts that no process the command started is left."""
     marker = f"GDLAB_MATRIX_CELL={uuid.uuid4().hex}"
-    env = unmeasured({**os.environ, "PYTHONUNBUFFERED": "1", marker.split("=")[0]: marker.split("=")[1]})
+    env = child_env({"PYTHONUNBUFFERED": "1", marker.split("=")[0]: marker.split("=")[1]})
     proc = subprocess.Popen(
         [sys.executable, str(REPO_ROOT / "train.py"), *args, f"paths.root={root}"],
         cwd=root.parent,
@@ -118,7 +102,7 @@ def _run(root: Path, args: list[str], interrupt: bool) -> tuple[int, str]:
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    assert _processes_with(marker) == [], "processes outlived the command"
+    assert live_processes(marker, where="environ") == [], "processes outlived the command"
     return proc.returncode, err
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from tests.conftest import REPO_ROOT, compose_config, run_train
+from tests.conftest import REPO_ROOT, child_env, compose_config, run_train
 from tests.documented import assert_documented
 
 # These tests use the real plugins of the sweep extra (scripts/dev.sh installs it).
@@ -99,6 +99,7 @@ def test_tensorboard_server_shows_runs_scalars_and_hparams(failing_sweep):
     command = [sys.executable, "-m", "tensorboard.main", "--logdir", str(root)]
     server = subprocess.Popen(
         [*command, "--host", "127.0.0.1", "--port", str(port)],
+        env=child_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -235,6 +236,7 @@ def test_missing_plugin_is_one_clear_line(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-c", STAND_IN, "-m", "hydra/launcher=joblib", f"paths.root={tmp_path}", *TINY],
         cwd=REPO_ROOT,
+        env=child_env(measured=True),  # the only run without the plugin
         capture_output=True,
         text=True,
         timeout=300,

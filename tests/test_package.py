@@ -4,7 +4,6 @@ configs of their own with --config-dir or hydra.searchpath, without touching gdl
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import zipfile
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO_ROOT, run_train
+from tests.conftest import REPO_ROOT, child_env, run_train
 
 TINY = ("trainer.max_epochs=1", "data.n_samples=100", "logger=none", "callbacks=minimal", "trainer=cpu")
 
@@ -24,6 +23,7 @@ def test_a_built_wheel_installed_elsewhere_runs_gdlab_train_from_an_unrelated_di
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
     build = subprocess.run(
         [*pip, "wheel", str(REPO_ROOT), "--no-deps", "--no-build-isolation", "-w", str(dist)],
+        env=child_env(),
         capture_output=True,
         text=True,
         timeout=300,
@@ -35,13 +35,14 @@ def test_a_built_wheel_installed_elsewhere_runs_gdlab_train_from_an_unrelated_di
     assert "hydra_plugins/gdlab_plugins/__init__.py" in names
     install = subprocess.run(
         [*pip, "install", "--no-deps", "--target", str(site), str(wheel)],
+        env=child_env(),
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert install.returncode == 0, install.stderr[-3000:]
     # The installed copy, not the checkout: it comes first on the path, and the checkout is not the cwd.
-    env = {**os.environ, "PYTHONPATH": str(site)}
+    env = child_env({"PYTHONPATH": str(site)})
     where = subprocess.run(
         [sys.executable, "-c", "import gdlab; print(gdlab.__file__)"],
         cwd=work,

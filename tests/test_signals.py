@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from gdlab.runs.rundir import LOCK_FILE
-from tests.conftest import REPO_ROOT, run_train, train_in_process
+from tests.conftest import REPO_ROOT, child_env, live_processes, run_train, train_in_process
 
 # 280 training samples in batches of 32: 9 steps per epoch, 18 in all.
 RUN = (
@@ -155,7 +155,7 @@ def test_a_failed_resume_leaves_the_finished_run_byte_for_byte(monkeypatch, caps
 def test_a_run_another_live_process_holds_is_refused_naming_it_and_a_stale_lock_is_taken(
     monkeypatch, capsys, reference
 ):
-    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], env=child_env())
     try:
         (reference / LOCK_FILE).write_text(f"{holder.pid}\n")
         before = (reference / "metrics.json").read_bytes()
@@ -199,19 +199,6 @@ def test_a_ddp_config_error_is_found_before_the_processes_start(monkeypatch, cap
     )
 
 
-def _processes_mentioning(text: str) -> list[str]:
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if text in cmdline and state != "Z":
-            found.append(cmdline)
-    return found
-
-
 # 280 training samples in global batches of 8: 35 steps per epoch, 70 in all.
 DDP = (
     "trainer=ddp_cpu",
@@ -238,16 +225,18 @@ def test_sigterm_to_a_ddp_run_stops_every_process_and_resumes_bitwise(tmp_path):
     )
     # the uninterrupted run trains meanwhile (most of each run is starting its processes)
     command = [sys.executable, str(REPO_ROOT / "train.py"), *DDP, f"hydra.run.dir={tmp_path / 'reference'}"]
-    reference = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    reference = subprocess.Popen(
+        command, cwd=REPO_ROOT, env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     try:
-        proc = run_train(*DDP, *stop, f"paths.root={tmp_path / 'stopped'}")
+        proc = run_train(*DDP, *stop, f"paths.root={tmp_path / 'stopped'}", measured=True)
         assert proc.returncode == 143, proc.stderr[-3000:]
         assert "interrupted (SIGTERM)" in proc.stderr.splitlines() and "Traceback" not in proc.stderr
-        assert _processes_mentioning(str(tmp_path / "stopped")) == []
+        assert live_processes(str(tmp_path / "stopped")) == []
         (run_dir,) = (tmp_path / "stopped" / "runs").iterdir()
         record = _record(run_dir)
         assert record["status"] == "interrupted" and 3 <= record["step"] < 70
-        resumed = run_train("resume=last", f"paths.root={tmp_path / 'stopped'}")
+        resumed = run_train("resume=last", f"paths.root={tmp_path / 'stopped'}", measured=True)
         assert resumed.returncode == 0, resumed.stderr[-3000:]
     finally:
         _, err = reference.communicate(timeout=300)
@@ -273,7 +262,7 @@ def test_a_process_a_run_started_dies_with_the_command_that_started_it(tmp_path)
         f"subprocess.Popen([sys.executable, '-c', {child!r}], env=env)\n"
         "time.sleep(60)\n"
     )
-    command = subprocess.Popen([sys.executable, "-c", parent], cwd=tmp_path)
+    command = subprocess.Popen([sys.executable, "-c", parent], cwd=tmp_path, env=child_env())
     try:
         deadline = time.monotonic() + 30
         while not (tmp_path / "ready").exists() and time.monotonic() < deadline:

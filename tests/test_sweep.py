@@ -10,7 +10,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from gdlab.runs.sweep import markdown_table, summarize, summary_figure, summary_title, write_summary
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, child_env
 
 # (overrides, metrics.json record) of a 3 lr x 2 seed sweep where lr=1.0 diverged for one seed
 JOBS = [
@@ -130,6 +130,7 @@ def test_script_rebuilds_the_summary_and_reports_failures(tmp_path):
             "--metrics",
             "val/loss",
         ],
+        env=child_env(),
         capture_output=True,
         text=True,
         timeout=120,
@@ -139,6 +140,7 @@ def test_script_rebuilds_the_summary_and_reports_failures(tmp_path):
     assert (sweep / "summary.csv").is_file() and (sweep / "summary.png").is_file()
     missing = subprocess.run(
         [sys.executable, str(REPO_ROOT / "scripts" / "summarize_sweep.py"), str(tmp_path / "nope")],
+        env=child_env(),
         capture_output=True,
         text=True,
         timeout=120,
