@@ -112,6 +112,7 @@ CASES = [
     ("trainer.num_nodes=1000000000000000", "trainer.num_nodes", []),
     ("trainer.limit_train_batches=-1", "trainer.limit_train_batches", []),
     ("trainer.limit_val_batches=1.5", "trainer.limit_val_batches", []),
+    ("trainer.overfit_batches=-1", "trainer.overfit_batches", []),
     ("trainer.limit_train_batches=0", "trainer.limit_train_batches", []),
     ("trainer=ddp_cpu data.batch_size=63", "data.batch_size", []),
     ("paths.root=", "paths.root", []),

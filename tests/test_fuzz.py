@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 from hydra.core.hydra_config import HydraConfig
-from hypothesis import HealthCheck, example, given, seed, settings
+from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
@@ -215,7 +215,7 @@ def _run(root: Path, combo: str, option: str, override: str) -> tuple[int, str]:
     return code, stderr.getvalue()
 
 
-# Found by this test, kept as explicit cases (run by the first shard):
+# Found by this test, kept as explicit cases (each a test of its own):
 FOUND = [
     ("linear", "", "data.n_samples=abc"),  # was a TypeError from inside the datamodule
     ("linear", "", "data.noise_std=nan"),  # ended "diverged", blaming the learning rate
@@ -241,11 +241,13 @@ FOUND = [
     ("linear", "", "trainer.accumulate_grad_batches=0"),  # a ZeroDivisionError inside fit
     ("linear", "", "trainer.limit_train_batches=0"),  # 0 steps, recorded "completed"
     ("polynomial-mlp", "", "model.hidden_sizes=[1000000000000000]"),  # an allocator's error after building
+    ("csv", "", "+local=no_such_option"),  # the line said local=no_such_option, not +local= as typed
+    ("digits-cnn", "", "trainer.overfit_batches=-1"),  # "trainer: You have passed invalid value -1 ..."
 ]
-# The draws are split into shards (tests of their own) so that pytest-xdist runs them side by side.
-# 4 x 75 drawn + the found cases: over 320 runs (the drawn ones unmeasured by coverage, which would double their time)
-# options were drawn too (a run with an option costs a little more: callbacks, a CNN, a logger).
-SHARDS, PER_SHARD = 4, 75
+# The draws are split into shards (tests of their own, about 20 s each) so that pytest-xdist spreads them over
+# its workers: 6 x 50 drawn + the found cases, over 320 runs (the drawn ones unmeasured by coverage, which
+# would double their time).
+SHARDS, PER_SHARD = 6, 50
 
 
 def _check(drawn: tuple[str, str, str], tmp_path_factory) -> None:
@@ -303,7 +305,7 @@ def _listing(folder: Path) -> set[str]:
 @pytest.mark.parametrize("shard", range(SHARDS))
 def test_every_drawn_input_completes_or_stops_in_one_line(shard, tmp_path_factory):
     """Hypothesis draws the inputs (each shard from its own seed) and runs each; then the test says how
-    many it tried (together, at least 300 drawn, plus the found cases) and over how many options."""
+    many it tried (together, at least 300) and over how many options."""
     tried = []
 
     @seed(shard)
@@ -311,16 +313,19 @@ def test_every_drawn_input_completes_or_stops_in_one_line(shard, tmp_path_factor
     @given(drawn=drawn_inputs())
     def check(drawn):
         tried.append(drawn)
-        # The found cases are measured by coverage; the drawn ones run lines other tests measure already,
-        # and tracing them would double the fuzz's time.
-        with contextlib.nullcontext() if drawn in FOUND else unmeasured_here():
+        # The drawn runs run lines other tests measure already, and tracing them would double their time.
+        with unmeasured_here():
             _check(drawn, tmp_path_factory)
 
-    for found in FOUND if shard == 0 else []:
-        check = example(drawn=found)(check)
     check()
     drawn_options = {option for _, option, _ in tried if option}
     print(
         f"\nshard {shard}: {len(tried)} drawn inputs tried ({len(set(tried))} distinct, {len(drawn_options)} options)"
     )
     assert len(tried) >= PER_SHARD and SHARDS * PER_SHARD >= 300
+
+
+@pytest.mark.parametrize("found", FOUND, ids=["|".join(filter(None, case)) for case in FOUND])
+def test_each_input_the_fuzz_found_completes_or_stops_in_one_line(found, tmp_path_factory):
+    """The inputs the draws found, measured by coverage: each once broke the rule."""
+    _check(found, tmp_path_factory)

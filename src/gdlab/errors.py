@@ -191,11 +191,13 @@ def show(value: Any) -> str:
 LOCAL_GROUP = "local"
 
 
-def unknown_option(group: str, option: str, options: list[str]) -> str:
-    """The line for a group option that does not exist (``model=mlpp``, ``+local=foo``)."""
+def unknown_option(group: str, option: str, options: list[str], typed: str | None = None) -> str:
+    """The line for a group option that does not exist (``model=mlpp``, ``+local=foo``), naming the group
+    as typed (``typed``: ``+local``) when that differs from its name."""
+    shown = f"{typed or group}={option}"
     if options:
-        return f"{group}={option} is not an option: choose one of {', '.join(sorted(options))}"
-    return f"{group}={option} is not an option: conf/{group}/ has none (add conf/{group}/{option}.yaml)"
+        return f"{shown} is not an option: choose one of {', '.join(sorted(options))}"
+    return f"{shown} is not an option: conf/{group}/ has none (add conf/{group}/{option}.yaml)"
 
 
 def first_line(err: BaseException | str) -> str:

@@ -86,8 +86,14 @@ TRAINER_MINIMA = (
 # More machines than any cluster has: Lightning would multiply them with trainer.devices and start a run
 # whose processes wait for the others (num_nodes=1e15 took a child process and a batch-size message).
 MAX_NODES = 100_000
-# Lightning's limit_<split>_batches: a fraction of the split's batches (0.0 to 1.0) or a count (an integer).
-LIMITS = ("limit_train_batches", "limit_val_batches", "limit_test_batches")
+# Lightning's limit_<split>_batches and overfit_batches: a fraction of the split's batches (0.0 to 1.0) or a
+# count (an integer); the value to suggest.
+LIMITS = {
+    "limit_train_batches": "1.0 (all batches)",
+    "limit_val_batches": "1.0 (all batches)",
+    "limit_test_batches": "1.0 (all batches)",
+    "overfit_batches": "0 (off)",
+}
 
 
 # More GPUs or CPU processes than any one machine runs: Lightning would list them all first (a MemoryError
@@ -160,17 +166,17 @@ def check_settings(cfg: DictConfig) -> None:
 
 
 def check_limit(key: str, value: Any) -> None:
-    """``trainer.<key>`` (``limit_train_batches`` and the others) is null, a fraction from 0.0 to 1.0 or a
-    count of batches; ``limit_train_batches`` takes at least one batch (0 would train nothing and record
-    the run ``completed``)."""
+    """``trainer.<key>`` (``limit_train_batches``, the other limits, ``overfit_batches``) is null, a fraction
+    from 0.0 to 1.0 or a count of batches; ``limit_train_batches`` takes at least one batch (0 would train
+    nothing and record the run ``completed``)."""
     setting = f"trainer.{key}={show(value)}"
     fits = "a fraction of the split from 0.0 to 1.0, a number of batches (an integer >= 0) or null"
     if value is None:
         return
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{setting} must be {fits}: pass e.g. trainer.{key}=1.0")
+        raise ConfigError(f"{setting} must be {fits}: pass e.g. trainer.{key}={LIMITS[key].split()[0]}")
     if value < 0 or (isinstance(value, float) and value > 1):
-        raise ConfigError(f"{setting} must be {fits}: pass e.g. trainer.{key}=1.0 (all batches)")
+        raise ConfigError(f"{setting} must be {fits}: pass e.g. trainer.{key}={LIMITS[key]}")
     if value == 0 and key == "limit_train_batches":
         raise ConfigError(
             f"{setting} trains nothing (0 batches an epoch): pass a number of batches >= 1 or a fraction "
@@ -224,7 +230,7 @@ def check_group_options() -> None:
             every = [*hydra_cfg.overrides.hydra, *task]
             options = loader.get_group_options(group, config_name=hydra_cfg.job.config_name, overrides=every)
         if option not in options:
-            raise ConfigError(unknown_option(group, option, options))
+            raise ConfigError(unknown_option(group, option, options, typed=override.get_key_element()))
 
 
 # eval.py's own settings: (type check, what the value must be, an example)
