@@ -29,12 +29,6 @@ def pytest_configure(config: pytest.Config) -> None:
         sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The slow tests first (each file's in its order): pytest-xdist hands each worker a run of tests and
-    lets an idle worker take over the end of another's, so the long ones are never left to start last."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
-
-
 CONFIG_DIR = Path(gdlab.conf.__file__).parent  # the package's config tree
 
 
