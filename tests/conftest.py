@@ -71,7 +71,7 @@ def train_in_process(monkeypatch, *args: str) -> int:
 
 
 # coverage.py's `patch = subprocess` (pyproject.toml) can measure every Python process the tests start, through
-# this variable; measuring makes a process about 1.4x slower. The processes the tests start run unmeasured
+# this variable; tracing slows every line a process runs. The processes the tests start run unmeasured
 # unless the test asks (``measured=True``): those whose processes run lines that no test reaches in its own
 # process (the command line as a user types it, DDP's ranks and torchrun, a killed and resumed process).
 # The other commands (sweeps, the feature matrix, the benchmark's timed children, a built wheel) run lines

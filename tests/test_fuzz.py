@@ -244,9 +244,9 @@ FOUND = [
     ("csv", "", "+local=no_such_option"),  # the line said local=no_such_option, not +local= as typed
     ("digits-cnn", "", "trainer.overfit_batches=-1"),  # "trainer: You have passed invalid value -1 ..."
 ]
-# The draws are split into shards (tests of their own, about 20 s each) so that pytest-xdist spreads them over
-# its workers: 6 x 50 drawn + the found cases, over 320 runs (the drawn ones unmeasured by coverage, which
-# would double their time).
+# The draws are split into shards (tests of their own, each a short part of the whole) so that pytest-xdist
+# spreads them over its workers: 6 x 50 drawn + the found cases, over 320 runs (the drawn ones unmeasured by
+# coverage, which would double their time).
 SHARDS, PER_SHARD = 6, 50
 
 
