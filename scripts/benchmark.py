@@ -952,14 +952,13 @@ SECTIONS = ["training", "callbacks", "batching", "optimizer", "startup", "mnist"
 
 
 def main(argv: list[str] | None = None) -> str:
-    sections = SECTIONS
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one repeat: checks that it runs")
     parser.add_argument("--repeats", type=int, default=None, help="repeats per variant (default 5, quick 1)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads for every variant")
-    parser.add_argument("--only", default=",".join(sections), help=f"comma-separated subset of {sections}")
+    parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated subset of {SECTIONS}")
     parser.add_argument(
         "--out", default=str(REPO_ROOT / "outputs" / "benchmarks"), help="where the table goes"
     )
@@ -969,8 +968,8 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--profile", choices=["linear", "mlp", "cnn"], help="cProfile gdlab's fit and stop")
     args = parser.parse_args(argv)
     chosen = [s.strip() for s in args.only.split(",") if s.strip()]
-    if unknown := set(chosen) - set(sections):
-        parser.error(f"--only: unknown section(s) {sorted(unknown)}; choose from {sections}")
+    if unknown := set(chosen) - set(SECTIONS):
+        parser.error(f"--only: unknown section(s) {sorted(unknown)}; choose from {SECTIONS}")
     args.repeats = args.repeats or (1 if args.quick else 5)
     torch.set_num_threads(args.threads)
 
