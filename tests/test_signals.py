@@ -279,6 +279,34 @@ def test_a_process_a_run_started_dies_with_the_command_that_started_it(tmp_path)
     assert ended.read_text() == "SIGTERM"
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a child subreaper is Linux's")
+def test_the_processes_a_run_leaves_are_adopted_and_reaped_when_they_end(tmp_path):
+    """A process whose parent ends first (a DDP rank after rank 0) becomes the command's own child, not PID
+    1's: the command sees it end and reaps it at once, instead of waiting out its grace period for an init
+    that reaps late (a container's)."""
+    from gdlab.runs import processes
+
+    parent = (
+        "import subprocess, sys\n"
+        "orphan = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        "print(orphan.pid, flush=True)\n"
+    )
+    with processes.adopting_orphans():
+        child = subprocess.Popen(
+            [sys.executable, "-c", parent], stdout=subprocess.PIPE, start_new_session=True, env=child_env()
+        )
+        orphan = int(child.stdout.readline())
+        assert child.wait(timeout=30) == 0
+        # /proc/<pid>/stat: "pid (comm) state ppid ..."
+        assert int(Path(f"/proc/{orphan}/stat").read_text().rsplit(")", 1)[1].split()[1]) == os.getpid()
+        os.kill(orphan, signal.SIGTERM)
+        start = time.monotonic()
+        processes._end_group(child.pid)
+        assert time.monotonic() - start < 2  # its grace period is 5 s
+    with pytest.raises(ProcessLookupError):  # nothing of the group is left, not even an unreaped one
+        os.killpg(child.pid, 0)
+
+
 def test_more_processes_than_the_memory_holds_are_refused(monkeypatch, tmp_path):
     from gdlab.errors import ConfigError
     from gdlab.runs import processes

@@ -9,7 +9,9 @@ run for which Lightning would start processes runs instead as a single run in a 
 there, exactly as for ``python train.py trainer=ddp``. This process only waits, passes a stop signal on
 to rank 0, and records the run as failed if its processes end without recording anything themselves
 (killed, out of memory). Every process of a run dies with the process that started it (Linux's
-``PR_SET_PDEATHSIG``): a run never trains on after its command is gone.
+``PR_SET_PDEATHSIG``): a run never trains on after its command is gone. This process also adopts the
+run's processes whose parent ends first (``PR_SET_CHILD_SUBREAPER``), so it sees them end at once instead
+of waiting for PID 1 to reap them, which in a container can take seconds or never happen.
 Processes that torchrun or SLURM started (``creates_processes_externally``) train where they are.
 """
 
@@ -24,6 +26,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +45,7 @@ log = logging.getLogger(__name__)
 CHILD_ENV = "GDLAB_RUN_PROCESS"
 # What one training process of a small run takes (peak resident memory, measured ~0.45 GiB).
 PROCESS_BYTES = 512 * 2**20
-PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER = 1, 36  # <linux/prctl.h>
 # Hydra settings of the command line the child keeps: where configs are found and how it logs.
 KEPT_HYDRA_KEYS = ("hydra.searchpath", "hydra.verbose", "hydra/job_logging", "hydra/hydra_logging")
 
@@ -72,13 +75,33 @@ def die_with_parent() -> None:
     deathsig = signal.SIGTERM if saves else signal.SIGKILL
     if not saves:
         signals.follow(os.getppid())  # a stop signal is rank 0's to act on
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, int(deathsig), 0, 0, 0)
-    except (OSError, AttributeError):
+    if not _prctl(PR_SET_PDEATHSIG, int(deathsig)):
         return
     if parent and parent.isdigit() and "LOCAL_RANK" not in os.environ and os.getppid() != int(parent):
         os.kill(os.getpid(), deathsig)  # the parent died before prctl took effect
+
+
+def _prctl(option: int, value: int) -> bool:
+    """Linux's ``prctl(option, value)``; False where it is not there."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(option, value, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+@contextlib.contextmanager
+def adopting_orphans() -> Iterator[None]:
+    """While inside, a process this one started, directly or not, whose parent ends before it (a rank
+    when rank 0 ends) becomes this process's child (Linux's child subreaper), so that :func:`_end_group`
+    reaps it the moment it ends. Otherwise it would wait for PID 1 to reap it, and a container's PID 1 may
+    take seconds or never do so: the command would wait out its grace period after every DDP run."""
+    adopted = sys.platform.startswith("linux") and _prctl(PR_SET_CHILD_SUBREAPER, 1)
+    try:
+        yield
+    finally:
+        if adopted:
+            _prctl(PR_SET_CHILD_SUBREAPER, 0)
 
 
 def check_process_count(trainer: Any) -> None:
@@ -180,30 +203,34 @@ def run_in_child(cfg: DictConfig) -> dict[str, Any]:
     log.info("the run's DDP processes start in a child process (rank 0's log lines follow)")
     # A process group of its own: whatever the run's processes leave behind (a rank whose rank 0 was
     # killed) ends with it, and never outlives this command.
-    child = subprocess.Popen(child_command(output_dir), env=env, start_new_session=True)
-    try:
-        code = child.wait()
-    except KeyboardInterrupt as stop:
-        # A stop signal (Ctrl+C, SIGTERM, SIGHUP): pass it on to rank 0 (the child) only, and let the run
-        # save last.ckpt and record "interrupted" first. Lightning's rank 0 then ends the other ranks itself;
-        # a rank interrupted on its own could leave rank 0 waiting in a collective operation for it, for good.
-        signum = getattr(stop, "signum", signal.SIGINT)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(child.pid, signum)
+    with adopting_orphans():
+        child = subprocess.Popen(child_command(output_dir), env=env, start_new_session=True)
         try:
-            child.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
-        _end_group(child.pid)
-        if not (output_dir / METRICS_FILE).is_file():  # stopped while its processes started up
-            note = f"stopped by {describe_signal(signum)} while its processes started up, before it trained"
-            write_metrics(output_dir, {}, status="interrupted", note=note)
-        if not record_stopped(output_dir, STOPPED_NOTE) and not in_multirun():
-            raise SystemExit(128 + signum) from None  # the run's own process said "interrupted (...)"
-        raise
-    finally:
-        _end_group(child.pid)
+            code = child.wait()
+        except KeyboardInterrupt as stop:
+            # A stop signal (Ctrl+C, SIGTERM, SIGHUP): pass it on to rank 0 (the child) only, and let the
+            # run save last.ckpt and record "interrupted" first. Lightning's rank 0 then ends the other ranks
+            # itself; a rank interrupted on its own could leave rank 0 waiting in a collective operation for
+            # it, for good.
+            signum = getattr(stop, "signum", signal.SIGINT)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child.pid, signum)
+            try:
+                child.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+            _end_group(child.pid)
+            if not (output_dir / METRICS_FILE).is_file():  # stopped while its processes started up
+                note = (
+                    f"stopped by {describe_signal(signum)} while its processes started up, before it trained"
+                )
+                write_metrics(output_dir, {}, status="interrupted", note=note)
+            if not record_stopped(output_dir, STOPPED_NOTE) and not in_multirun():
+                raise SystemExit(128 + signum) from None  # the run's own process said "interrupted (...)"
+            raise
+        finally:
+            _end_group(child.pid)
     record = read_metrics(output_dir) if (output_dir / METRICS_FILE).is_file() else {}
     reported = record.get("status") not in (None, "running")
     if not reported:
@@ -228,9 +255,21 @@ def _signal_group(pgid: int, sig: int) -> bool:
     return True
 
 
+def _group_alive(pgid: int) -> bool:
+    """Whether a process of the child's group is left, once those this process adopted and that have
+    ended are reaped (an ended process counts as one of the group until its parent reaps it)."""
+    with contextlib.suppress(ChildProcessError):
+        while os.waitpid(-pgid, os.WNOHANG)[0] > 0:
+            pass
+    return _signal_group(pgid, 0)
+
+
 def _end_group(pgid: int, grace: float = 5.0) -> None:
     """Give the run's other processes ``grace`` seconds to end on their own, then kill what is left."""
     deadline = time.monotonic() + grace
-    while _signal_group(pgid, 0) and time.monotonic() < deadline:
+    while _group_alive(pgid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    _signal_group(pgid, signal.SIGKILL)
+    if _signal_group(pgid, signal.SIGKILL):
+        deadline = time.monotonic() + 1.0  # reap what the kill ended, as it ends
+        while _group_alive(pgid) and time.monotonic() < deadline:
+            time.sleep(0.01)
