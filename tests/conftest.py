@@ -73,9 +73,10 @@ def train_in_process(monkeypatch, *args: str) -> int:
 # coverage.py's `patch = subprocess` (pyproject.toml) can measure every Python process the tests start, through
 # this variable; tracing slows every line a process runs. The processes the tests start run unmeasured
 # unless the test asks (``measured=True``): those whose processes run lines that no test reaches in its own
-# process (the command line as a user types it, DDP's ranks and torchrun, a killed and resumed process).
-# The other commands (sweeps, the feature matrix, the benchmark's timed children, a built wheel) run lines
-# the in-process tests measure already. Without the variable (a renamed one) every process is measured.
+# process (DDP's ranks and torchrun, a command that fails before it imports Lightning). The other commands
+# (the command line as typed, killed and resumed runs, sweeps, the feature matrix, the benchmark's timed
+# children, a built wheel) run lines the in-process tests measure already: `pytest --cov --cov-context=test`
+# shows which test reaches which line. Without the variable (a renamed one) every process is measured.
 COVERAGE_SUBPROCESS_ENV = "COVERAGE_PROCESS_CONFIG"
 
 

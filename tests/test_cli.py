@@ -20,7 +20,7 @@ def _only_run_dir(root: Path) -> Path:
 
 
 def test_mlp_with_mse_runs_end_to_end(tmp_path):
-    proc = run_train("model=mlp", "loss=mse", f"paths.root={tmp_path}", "trainer.max_epochs=3", measured=True)
+    proc = run_train("model=mlp", "loss=mse", f"paths.root={tmp_path}", "trainer.max_epochs=3")
     assert proc.returncode == 0, proc.stderr[-3000:]
     run_dir = _only_run_dir(tmp_path)
     record = json.loads((run_dir / "metrics.json").read_text())
@@ -51,7 +51,7 @@ def test_console_script_and_fast_dev_run(tmp_path):
     proc = subprocess.run(
         [exe, "debug=fdr", f"paths.root={tmp_path}"],
         cwd=tmp_path,
-        env=child_env(measured=True),
+        env=child_env(),
         capture_output=True,
         text=True,
         timeout=300,
@@ -62,9 +62,7 @@ def test_console_script_and_fast_dev_run(tmp_path):
 
 
 def test_multirun_writes_one_directory_per_job(tmp_path):
-    proc = run_train(
-        "-m", "optimizer.lr=0.01,0.1", f"paths.root={tmp_path}", "trainer.max_epochs=2", measured=True
-    )
+    proc = run_train("-m", "optimizer.lr=0.01,0.1", f"paths.root={tmp_path}", "trainer.max_epochs=2")
     assert proc.returncode == 0, proc.stderr[-3000:]
     (sweep_dir,) = (tmp_path / "multirun").iterdir()
     jobs = sorted(p.name for p in sweep_dir.iterdir() if (p / "metrics.json").is_file())

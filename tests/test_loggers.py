@@ -187,7 +187,7 @@ def test_mlflow_without_the_extra_is_one_line_naming_it(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-c", WITHOUT_MLFLOW, "logger=mlflow", f"paths.root={tmp_path}", *RUN],
         cwd=REPO_ROOT,
-        env=child_env(measured=True),  # the only run without the extra
+        env=child_env(),
         capture_output=True,
         text=True,
         timeout=300,

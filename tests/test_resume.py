@@ -57,7 +57,7 @@ def test_sigkill_then_resume_is_bitwise_identical(uninterrupted, tmp_path):
     # the Ctrl+C test below resumes from the middle of an epoch.
     kill_step, saved_step, served = 28, 27, 9
     run_dir = tmp_path / "run"
-    killed = run_train(*RUN, *_signal_at(kill_step, "SIGKILL"), f"hydra.run.dir={run_dir}", measured=True)
+    killed = run_train(*RUN, *_signal_at(kill_step, "SIGKILL"), f"hydra.run.dir={run_dir}")
     assert killed.returncode == -9, killed.stderr[-3000:]
     assert json.loads((run_dir / "metrics.json").read_text())["status"] == "running"  # what a kill leaves
     ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
@@ -65,9 +65,7 @@ def test_sigkill_then_resume_is_bitwise_identical(uninterrupted, tmp_path):
     state = ckpt["loops"]["fit_loop"]["state_dict"]["combined_loader"]
     assert state == [{"epoch": 2, "batches_served": served}]
 
-    resumed = run_train(
-        f"resume={run_dir}", measured=True
-    )  # the run's own overrides come back from .hydra/overrides.yaml
+    resumed = run_train(f"resume={run_dir}")  # the run's own overrides come back from .hydra/overrides.yaml
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     _assert_bitwise_equal(_weights(run_dir), _weights(uninterrupted))
     record = json.loads((run_dir / "metrics.json").read_text())
@@ -84,7 +82,7 @@ def test_sigkill_then_resume_is_bitwise_identical(uninterrupted, tmp_path):
 
 def test_ctrl_c_saves_last_ckpt_records_interrupted_and_resumes_exactly(uninterrupted, tmp_path):
     run_dir = tmp_path / "runs" / "interrupted"
-    interrupted = run_train(*RUN, *_signal_at(23, "SIGINT"), f"hydra.run.dir={run_dir}", measured=True)
+    interrupted = run_train(*RUN, *_signal_at(23, "SIGINT"), f"hydra.run.dir={run_dir}")
     assert interrupted.returncode == 130 and "interrupted (Ctrl+C)" in interrupted.stderr
     assert "Traceback" not in interrupted.stderr and "Logging error" not in interrupted.stderr
     assert "Ctrl+C: stopping at the end of training step 23" in interrupted.stdout + interrupted.stderr
@@ -94,7 +92,7 @@ def test_ctrl_c_saves_last_ckpt_records_interrupted_and_resumes_exactly(uninterr
     assert ckpt["global_step"] == 23  # saved on the interrupt, not the periodic one of step 20
 
     # ckpt_path=last: the newest run under paths.root, continued in its own directory
-    resumed = run_train("ckpt_path=last", f"paths.root={tmp_path}", measured=True)
+    resumed = run_train("ckpt_path=last", f"paths.root={tmp_path}")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert [p.name for p in (tmp_path / "runs").iterdir()] == ["interrupted"]
     _assert_bitwise_equal(_weights(run_dir), _weights(uninterrupted))
