@@ -264,12 +264,18 @@ def _group_alive(pgid: int) -> bool:
     return _signal_group(pgid, 0)
 
 
-def _end_group(pgid: int, grace: float = 5.0) -> None:
-    """Give the run's other processes ``grace`` seconds to end on their own, then kill what is left."""
-    deadline = time.monotonic() + grace
-    while _group_alive(pgid) and time.monotonic() < deadline:
+def _outlives(pgid: int, seconds: float) -> bool:
+    """Wait up to ``seconds`` for the child's group to end; True when some of it is still there."""
+    deadline = time.monotonic() + seconds
+    while _group_alive(pgid):
+        if time.monotonic() >= deadline:
+            return True
         time.sleep(0.05)
-    if _signal_group(pgid, signal.SIGKILL):
-        deadline = time.monotonic() + 1.0  # reap what the kill ended, as it ends
-        while _group_alive(pgid) and time.monotonic() < deadline:
-            time.sleep(0.01)
+    return False
+
+
+def _end_group(pgid: int, grace: float = 5.0) -> None:
+    """Give the run's other processes ``grace`` seconds to end on their own, then kill what is left and
+    reap it as it ends."""
+    if _outlives(pgid, grace) and _signal_group(pgid, signal.SIGKILL):
+        _outlives(pgid, 1.0)
